@@ -1,0 +1,10 @@
+"""keras_cdm: Cascaded Diffusion Models for Keras 3 (JAX, TensorFlow, PyTorch)."""
+
+from keras_cdm import layers
+from keras_cdm.diffusion import GaussianDiffusion
+from keras_cdm.diffusion import get_beta_schedule
+from keras_cdm.diffusion import space_timesteps
+from keras_cdm.networks import SuperResUNet
+from keras_cdm.networks import UNet
+
+__version__ = "0.1.0"
