@@ -8,3 +8,5 @@ from keras_cdm.networks import SuperResUNet
 from keras_cdm.networks import UNet
 
 __version__ = "0.1.0"
+from keras_cdm.models import DiffusionModel
+from keras_cdm.models import SuperResDiffusionModel

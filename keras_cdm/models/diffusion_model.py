@@ -1,0 +1,387 @@
+import keras
+import numpy as np
+from keras import ops
+
+from keras_cdm.diffusion.gaussian_diffusion import GaussianDiffusion
+from keras_cdm.networks.presets import get_preset
+from keras_cdm.networks.unet import UNet
+
+
+class _PerExampleLoss(keras.losses.Loss):
+    """Averages a per-example loss passed as `y_pred`.
+
+    Going through a `Loss` object lets each backend's trainer scale the loss
+    correctly under data parallelism.
+    """
+
+    def call(self, y_true, y_pred):
+        return y_pred
+
+
+@keras.saving.register_keras_serializable(package="keras_cdm")
+class DiffusionModel(keras.Model):
+    """A class-conditional diffusion stage trained with `fit` (CDM's base model).
+
+    Owns a `keras_cdm.UNet`, a `keras_cdm.GaussianDiffusion`, a non-trainable
+    EMA copy of the network and a `SeedGenerator`. Each training step draws
+    `t` uniformly, Gaussian noise and (optionally) drops labels to the null
+    label, forms `x_t = q_sample(x0, t, noise)` and minimises the simple or
+    hybrid loss. All of it happens in `compute_loss`, so the same code trains
+    on JAX, TensorFlow and PyTorch.
+
+    Batches are `(images, labels)` or a dict with `"images"` and `"labels"`;
+    images are float32 NHWC in [-1, 1], labels ints in `[0, num_classes)`.
+
+    Args:
+        network: `keras_cdm.UNet`. The denoising network.
+        diffusion: `keras_cdm.GaussianDiffusion` or its config dict.
+        ema_decay: float. Decay of the exponential moving average of the
+            weights. Defaults to `0.9999`.
+        ema_warmup: bool. Use decay `min(ema_decay, (1 + n) / (10 + n))` at
+            update `n`. Defaults to `True`.
+        label_dropout: float. Probability of replacing a label by the null
+            label in training (classifier-free guidance). Defaults to `0.0`.
+        vb_weight: float. λ of the hybrid loss. Defaults to `0.001`.
+        seed: int or None. Seed of the model's random draws.
+
+    The EMA is updated at the start of each training step from the weights
+    that step sees, so it trails the raw weights by one optimizer update.
+
+    Example:
+
+    >>> model = keras_cdm.DiffusionModel.from_preset("base32_tiny")
+    >>> model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    >>> images = np.random.uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
+    >>> labels = np.arange(8) % 10
+    >>> model.fit(images, labels, batch_size=4, epochs=1)
+    >>> samples = model.sample(labels[:2], num_steps=10, seed=0)
+    >>> model.save("base.keras")
+
+    References:
+        - CDM, arXiv:2106.15282, Algorithm 1.
+        - Improved DDPM, arXiv:2102.09672.
+    """
+
+    network_class = UNet
+
+    def __init__(
+        self,
+        network,
+        diffusion=None,
+        ema_decay=0.9999,
+        ema_warmup=True,
+        label_dropout=0.0,
+        vb_weight=0.001,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(network, self.network_class):
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.network_class.__name__} "
+                f"network. Received: network of type {type(network).__name__}"
+            )
+        if diffusion is None:
+            diffusion = GaussianDiffusion()
+        elif isinstance(diffusion, dict):
+            diffusion = GaussianDiffusion.from_config(diffusion)
+        if not diffusion.is_full:
+            raise ValueError(
+                "Train on the full diffusion; respacing is for sampling. "
+                f"Received a diffusion with {diffusion.num_timesteps} of "
+                f"{diffusion.original_num_timesteps} steps."
+            )
+        if diffusion.learns_variance != network.learn_sigma:
+            raise ValueError(
+                "The network must output a variance exactly when the diffusion "
+                f"learns it. Received: var_type={diffusion.var_type!r}, "
+                f"network learn_sigma={network.learn_sigma}"
+            )
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"`ema_decay` must be in [0, 1). Received: ema_decay={ema_decay}")
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(
+                f"`label_dropout` must be in [0, 1). Received: label_dropout={label_dropout}"
+            )
+        self.network = network
+        self.diffusion = diffusion
+        self.ema_decay = ema_decay
+        self.ema_warmup = ema_warmup
+        self.label_dropout = label_dropout
+        self.vb_weight = vb_weight
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.ema_network = network.__class__.from_config(network.get_config())
+        self.ema_network.trainable = False
+        for ema_var, var in zip(self.ema_network.weights, network.weights):
+            ema_var.assign(ops.copy(var.value))
+        self.ema_updates = self.add_weight(
+            shape=(), initializer="zeros", dtype="float32", trainable=False, name="ema_updates"
+        )
+        self._per_example_loss = _PerExampleLoss(name="diffusion_loss")
+        self.mse_tracker = keras.metrics.Mean(name="mse")
+        self.vb_tracker = keras.metrics.Mean(name="vb")
+        self._samplers = {}
+        self.built = True
+
+    # ------------------------------------------------------------------
+    # Construction and serialization
+    # ------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name, network_overrides=None, **kwargs):
+        """Builds a stage from a named preset (see `keras_cdm.networks.PRESETS`).
+
+        Args:
+            name: str. Preset name, e.g. `"base32"` or `"base32_tiny"`.
+            network_overrides: dict. Changes to the network config.
+            **kwargs: model arguments; `diffusion` may be a dict of changes
+                to the preset's diffusion config.
+        """
+        preset = get_preset(name)
+        network = cls.network_class.from_preset(name, **(network_overrides or {}))
+        diffusion = preset["diffusion"]
+        diffusion.update(kwargs.pop("diffusion", None) or {})
+        return cls(network, diffusion=diffusion, **kwargs)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "network": keras.saving.serialize_keras_object(self.network),
+            "diffusion": self.diffusion.get_config(),
+            "ema_decay": self.ema_decay,
+            "ema_warmup": self.ema_warmup,
+            "label_dropout": self.label_dropout,
+            "vb_weight": self.vb_weight,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        return cls(**config)
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        # Keras does not save SeedGenerator state; a resumed run must not
+        # replay the noise it already drew.
+        store["seed_generator_state"] = ops.convert_to_numpy(self.seed_generator.state.value)
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        super().load_own_variables({k: store[k] for k in keys if k != "seed_generator_state"})
+        if "seed_generator_state" in keys:
+            self.seed_generator.state.assign(np.asarray(store["seed_generator_state"]))
+
+    # ------------------------------------------------------------------
+    # Properties
+    # ------------------------------------------------------------------
+    @property
+    def image_size(self):
+        return self.network.image_size
+
+    @property
+    def channels(self):
+        return self.network.channels
+
+    @property
+    def num_classes(self):
+        return self.network.num_classes
+
+    @property
+    def metrics(self):
+        metrics = list(super().metrics)
+        for m in (self.mse_tracker, self.vb_tracker):
+            if m not in metrics:
+                metrics.append(m)
+        return metrics
+
+    # ------------------------------------------------------------------
+    # Training
+    # ------------------------------------------------------------------
+    def call(self, inputs, training=False):
+        """Runs the network on a dict of network inputs (`"x_t"`, `"t"`,
+        `"labels"`, ...). A raw training batch is returned unchanged: `fit`
+        does all of its work in `compute_loss`."""
+        if isinstance(inputs, dict) and "x_t" in inputs:
+            return self.network(inputs, training=training)
+        return inputs
+
+    def _unpack_batch(self, x, y):
+        """Returns `(images, labels, extra)` from a batch, checking static shapes."""
+        if isinstance(x, dict):
+            images = x.get("images", x.get("high_res"))
+            labels = x.get("labels", y)
+            extra = x
+        elif isinstance(x, (tuple, list)):
+            images, extra = x[0], {"low_res": x[1]} if len(x) > 1 else {}
+            labels = y
+        else:
+            images, labels, extra = x, y, {}
+        if images is None:
+            raise ValueError(
+                "A batch must hold the images: `(images, labels)` or a dict "
+                f"with 'images'. Received keys: {sorted(x) if isinstance(x, dict) else type(x)}"
+            )
+        if labels is None:
+            raise ValueError("A batch must hold class labels: `(images, labels)`.")
+        self._check_images(images, "images", self.image_size)
+        labels = ops.convert_to_tensor(labels)
+        if len(labels.shape) == 2 and labels.shape[-1] == 1:
+            labels = ops.squeeze(labels, -1)
+        if len(labels.shape) != 1 or "int" not in str(labels.dtype):
+            raise ValueError(
+                "Labels must be a 1D integer tensor of class ids. Received: "
+                f"shape={tuple(labels.shape)}, dtype={labels.dtype}"
+            )
+        return ops.cast(images, "float32"), ops.cast(labels, "int32"), extra
+
+    def _check_images(self, images, name, size):
+        shape = tuple(images.shape)
+        expected = (size, size, self.channels)
+        if len(shape) != 4 or shape[1:] != expected:
+            raise ValueError(
+                f"Expected {name} of shape (batch, {size}, {size}, {self.channels}) "
+                f"for this stage. Received: {name}.shape={shape}"
+            )
+        if "float" not in str(images.dtype):
+            raise ValueError(
+                f"Expected float {name} scaled to [-1, 1]. Received: dtype={images.dtype}"
+            )
+
+    def _drop_labels(self, labels, training):
+        if not training or self.label_dropout == 0.0:
+            return labels
+        u = keras.random.uniform(ops.shape(labels), seed=self.seed_generator)
+        return ops.where(u < self.label_dropout, self.num_classes, labels)
+
+    def _network_inputs(self, x_t, t, labels, extra, training):
+        return {"x_t": x_t, "t": t, "labels": labels}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        images, labels, extra = self._unpack_batch(x, y)
+        batch = ops.shape(images)[0]
+        t = keras.random.randint(
+            (batch,), 0, self.diffusion.num_timesteps, dtype="int32", seed=self.seed_generator
+        )
+        noise = keras.random.normal(ops.shape(images), seed=self.seed_generator)
+        x_t = self.diffusion.q_sample(images, t, noise)
+        labels = self._drop_labels(labels, training)
+        inputs = self._network_inputs(x_t, t, labels, extra, training)
+        output = self.network(inputs, training=training)
+        terms = self.diffusion.training_losses(
+            output, images, x_t, t, noise, vb_weight=self.vb_weight
+        )
+        if training:
+            self._update_ema()
+        self.mse_tracker.update_state(terms["mse"])
+        self.vb_tracker.update_state(terms["vb"])
+        loss = self._per_example_loss(ops.zeros_like(terms["loss"]), terms["loss"], sample_weight)
+        if self.losses:
+            loss = loss + ops.sum(self.losses)
+        return loss
+
+    def _update_ema(self):
+        n = self.ema_updates.value
+        decay = ops.convert_to_tensor(self.ema_decay, "float32")
+        if self.ema_warmup:
+            decay = ops.minimum(decay, (1.0 + n) / (10.0 + n))
+        for ema_var, var in zip(self.ema_network.weights, self.network.weights):
+            value = ops.stop_gradient(ops.cast(var.value, ema_var.dtype))
+            ema_var.assign(decay * ema_var.value + (1.0 - decay) * value)
+        self.ema_updates.assign(n + 1.0)
+
+    def reset_ema(self):
+        """Copies the raw weights into the EMA network."""
+        for ema_var, var in zip(self.ema_network.weights, self.network.weights):
+            ema_var.assign(ops.copy(var.value))
+        self.ema_updates.assign(0.0)
+
+    # ------------------------------------------------------------------
+    # Sampling and likelihood
+    # ------------------------------------------------------------------
+    def check_labels(self, labels):
+        """Returns labels as int32 after checking they are valid class ids."""
+        labels = np.asarray(ops.convert_to_numpy(labels))
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                "Labels must be a 1D array of integer class ids. Received: "
+                f"shape={labels.shape}, dtype={labels.dtype}"
+            )
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(
+                f"Labels must lie in [0, {self.num_classes}). Received: "
+                f"labels in [{labels.min()}, {labels.max()}]"
+            )
+        return labels.astype("int32")
+
+    def stage_sampler(self, **kwargs):
+        """The compiled per-stage sampler for these settings (cached)."""
+        from keras_cdm.sampling.stage_sampler import StageSampler
+
+        key = tuple(sorted((k, repr(v)) for k, v in kwargs.items()))
+        if key not in self._samplers:
+            self._samplers[key] = StageSampler(self, **kwargs)
+        return self._samplers[key]
+
+    def sample(
+        self,
+        labels,
+        num_steps=None,
+        sampler="ddpm",
+        eta=0.0,
+        clip_denoised=True,
+        guidance_scale=1.0,
+        use_ema=True,
+        seed=None,
+        stop_at=0,
+        noise=None,
+        verbose=False,
+    ):
+        """Draws images for `labels` by running the reverse process.
+
+        Args:
+            labels: int array `(batch,)` of class ids.
+            num_steps: int or None. Respaced steps (`None`: all `T`).
+            sampler: str. `"ddpm"` (ancestral) or `"ddim"`.
+            eta: float. DDIM stochasticity. Defaults to `0.0`.
+            clip_denoised: bool. Clip predicted x0 to [-1, 1].
+            guidance_scale: float. Classifier-free guidance weight; `1`
+                disables it. Needs a stage trained with `label_dropout > 0`.
+            use_ema: bool. Sample with the EMA weights. Defaults to `True`.
+            seed: int or None. Seed of the initial noise and every step.
+            stop_at: int. Stop the reverse process at level `s` (paper's
+                1-indexed convention) and return `z_s` (truncated cascade);
+                `0` runs to the end.
+            noise: optional initial `x_T`.
+            verbose: bool. Show a progress bar.
+
+        Returns:
+            A float32 NumPy array `(batch, size, size, channels)`; in [-1, 1]
+            when `stop_at == 0`.
+        """
+        labels = self.check_labels(labels)
+        stage = self.stage_sampler(
+            num_steps=num_steps,
+            sampler=sampler,
+            eta=eta,
+            clip_denoised=clip_denoised,
+            guidance_scale=guidance_scale,
+            use_ema=use_ema,
+            stop_at=stop_at,
+        )
+        return stage.run(labels, conditioning={}, seed=seed, noise=noise, verbose=verbose)
+
+    def compute_bpd(self, images, labels, use_ema=True):
+        """The full variational bound in bits per dimension, per example.
+
+        Runs the network once per timestep (T calls), so use small batches.
+        """
+        from keras_cdm.sampling.stage_sampler import variational_bound_bpd
+
+        labels = self.check_labels(labels)
+        return variational_bound_bpd(self, np.asarray(images, "float32"), labels, {}, use_ema)

@@ -1,0 +1,162 @@
+"""One stage's reverse process: a step compiled once per shape, looped in Python."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_cdm.backend import compile_stateful
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+def truncated_timesteps(num_timesteps, num_steps, stop_at):
+    """Original timesteps a (respaced) reverse process visits.
+
+    With `stop_at = s > 0` (paper's 1-indexed level) the kept steps run from
+    `T - 1` down to `s - 1`, the 0-indexed step whose sample is z_s, and the
+    process stops there; with `s = 0` they include step 0 and the process runs
+    to z_0.
+    """
+    from keras_cdm.diffusion.respacing import space_timesteps
+
+    if stop_at == 0:
+        return space_timesteps(num_timesteps, num_steps or num_timesteps)
+    start = stop_at - 1
+    available = num_timesteps - start
+    count = min(num_steps + 1, available) if num_steps else available
+    return np.unique(np.round(np.linspace(start, num_timesteps - 1, count)).astype(np.int64))
+
+
+class StageSampler:
+    """Compiled sampling loop of one stage for fixed sampler settings.
+
+    Built by `DiffusionModel.stage_sampler(...)` and cached there, so that
+    repeated `sample` calls of the same batch size reuse the compiled step.
+    `trace_count` counts how often the step was traced (JAX, TensorFlow).
+    """
+
+    def __init__(
+        self,
+        model,
+        num_steps=None,
+        sampler="ddpm",
+        eta=0.0,
+        clip_denoised=True,
+        guidance_scale=1.0,
+        use_ema=True,
+        stop_at=0,
+    ):
+        if sampler not in SAMPLERS:
+            raise ValueError(f"`sampler` must be one of {SAMPLERS}. Received: sampler={sampler!r}")
+        T = model.diffusion.num_timesteps
+        if num_steps is not None and (
+            isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps <= 0
+        ):
+            raise ValueError(f"`num_steps` must be a positive int. Received: num_steps={num_steps!r}")
+        if num_steps is not None and num_steps > T:
+            raise ValueError(
+                f"Cannot sample with {num_steps} steps from a {T}-step diffusion. "
+                f"Received: num_steps={num_steps}"
+            )
+        if not 0 <= stop_at <= T:
+            raise ValueError(f"`stop_at` must lie in [0, {T}]. Received: stop_at={stop_at}")
+        if guidance_scale != 1.0 and model.label_dropout == 0.0:
+            raise ValueError(
+                "Classifier-free guidance needs a stage trained with label_dropout > 0 "
+                f"(its null label is untrained otherwise). Received: guidance_scale={guidance_scale}"
+            )
+        self.model = model
+        self.diffusion = model.diffusion.respace(
+            timesteps=truncated_timesteps(T, num_steps, stop_at)
+        )
+        self.sampler = sampler
+        self.eta = float(eta)
+        self.clip_denoised = clip_denoised
+        self.guidance_scale = float(guidance_scale)
+        self.stop_at = stop_at
+        self.last_index = 1 if stop_at > 0 else 0
+        self.network = model.ema_network if use_ema else model.network
+        self.seed_generator = keras.random.SeedGenerator(0)
+        self.trace_count = 0
+        self._step = compile_stateful(
+            self._step_fn, self.network.variables, [self.seed_generator.state]
+        )
+
+    @property
+    def num_steps(self):
+        return self.diffusion.num_timesteps - self.last_index
+
+    def _model_output(self, inputs):
+        if self.guidance_scale == 1.0:
+            return self.network(inputs, training=False)
+        doubled = {k: ops.concatenate([v, v], axis=0) for k, v in inputs.items()}
+        null = ops.full(ops.shape(inputs["labels"]), self.model.num_classes, dtype="int32")
+        doubled["labels"] = ops.concatenate([inputs["labels"], null], axis=0)
+        out = ops.cast(self.network(doubled, training=False), "float32")
+        cond, uncond = ops.split(out, 2, axis=0)
+        c = self.model.channels
+        guided = uncond[..., :c] + self.guidance_scale * (cond[..., :c] - uncond[..., :c])
+        return ops.concatenate([guided, cond[..., c:]], axis=-1)
+
+    def _step_fn(self, x, i, labels, conditioning):
+        self.trace_count += 1
+        t = ops.full(ops.shape(labels), i, dtype="int32")
+        inputs = {"x_t": x, "t": self.diffusion.original_timesteps(t), "labels": labels}
+        inputs.update(conditioning)
+        out = self._model_output(inputs)
+        noise = keras.random.normal(ops.shape(x), seed=self.seed_generator)
+        if self.sampler == "ddpm":
+            x_prev, _ = self.diffusion.p_sample_step(out, x, t, noise, self.clip_denoised)
+        else:
+            x_prev, _ = self.diffusion.ddim_step(out, x, t, noise, self.eta, self.clip_denoised)
+        return x_prev
+
+    def run(self, labels, conditioning, seed=None, noise=None, verbose=False):
+        """Runs the reverse process and returns a float32 NumPy array."""
+        if seed is None:
+            seed = int(np.random.randint(0, 2**31 - 1))
+        batch = len(labels)
+        shape = (batch, self.model.image_size, self.model.image_size, self.model.channels)
+        if noise is None:
+            x = keras.random.normal(shape, seed=keras.random.SeedGenerator(int(seed)))
+        else:
+            x = ops.convert_to_tensor(np.asarray(noise, "float32"))
+            if tuple(x.shape) != shape:
+                raise ValueError(f"Expected noise of shape {shape}. Received: {tuple(x.shape)}")
+        self.seed_generator.state.assign(np.array([int(seed) % (2**31 - 1), 1], "uint32"))
+        labels = ops.convert_to_tensor(labels, "int32")
+        conditioning = {k: ops.convert_to_tensor(v) for k, v in conditioning.items()}
+        steps = list(range(self.diffusion.num_timesteps - 1, self.last_index - 1, -1))
+        progbar = keras.utils.Progbar(len(steps), unit_name="step") if verbose else None
+        for n, i in enumerate(steps):
+            x = self._step(x, ops.convert_to_tensor(i, "int32"), labels, conditioning)
+            if progbar is not None:
+                progbar.update(n + 1)
+        return np.asarray(ops.convert_to_numpy(x), dtype="float32")
+
+
+def variational_bound_bpd(model, images, labels, conditioning, use_ema=True):
+    """Full variational bound (sum of L_t over all t plus the prior), bits/dim.
+
+    Uses the true posterior sample x_t ~ q(x_t | x_0) at every t, as DDPM's
+    and Improved DDPM's `calc_bpd_loop`.
+    """
+    network = model.ema_network if use_ema else model.network
+    diffusion = model.diffusion
+    seed = keras.random.SeedGenerator(0)
+    x0 = ops.convert_to_tensor(images)
+    labels = ops.convert_to_tensor(labels, "int32")
+    cond = {k: ops.convert_to_tensor(v) for k, v in conditioning.items()}
+
+    def term(x0, t):
+        noise = keras.random.normal(ops.shape(x0), seed=seed)
+        x_t = diffusion.q_sample(x0, t, noise)
+        out = network({"x_t": x_t, "t": t, "labels": labels, **cond}, training=False)
+        return diffusion.vb_terms_bpd(out, x0, x_t, t, clip_denoised=False)
+
+    step = compile_stateful(term, network.variables, [seed.state])
+    total = diffusion.prior_bpd(x0)
+    for i in range(diffusion.num_timesteps):
+        t = ops.full((len(images),), i, dtype="int32")
+        total = total + step(x0, t)
+    return np.asarray(ops.convert_to_numpy(total))
