@@ -1,5 +1,6 @@
 """keras_cdm: Cascaded Diffusion Models for Keras 3 (JAX, TensorFlow, PyTorch)."""
 
+from keras_cdm import data
 from keras_cdm import layers
 from keras_cdm.diffusion import GaussianDiffusion
 from keras_cdm.diffusion import get_beta_schedule
@@ -10,3 +11,4 @@ from keras_cdm.networks import UNet
 __version__ = "0.1.0"
 from keras_cdm.models import DiffusionModel
 from keras_cdm.models import SuperResDiffusionModel
+from keras_cdm.sampling import CascadeSampler

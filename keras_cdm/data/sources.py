@@ -1,0 +1,200 @@
+"""Where images come from: arrays, image folders, TFDS and the synthetic set.
+
+Every source yields a `tf.data.Dataset` of `(uint8 image HxWx3, int64 label)`
+plus the smallest image side it holds (for the upsampling check).
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+
+
+@dataclass
+class ImageSource:
+    """A dataset of `(uint8 image, label)` pairs with what the pipeline needs.
+
+    Attributes:
+        dataset: `tf.data.Dataset` of `(uint8 (h, w, 3), int64 ())`.
+        num_classes: int.
+        min_side: int or None. Smallest image side (None if unknown).
+        size: int or None. Number of examples (None if unknown).
+        class_names: list of str or None.
+        skipped: list of unreadable files that were skipped.
+    """
+
+    dataset: object
+    num_classes: int
+    min_side: int = None
+    size: int = None
+    class_names: list = None
+    skipped: list = None
+
+
+def from_arrays(images, labels, num_classes=None):
+    """Source from uint8 images `(n, h, w, c)` (c = 1, 3 or 4) and int labels."""
+    import tensorflow as tf
+
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.dtype != np.uint8:
+        raise ValueError(f"Expected uint8 images. Received: dtype={images.dtype}")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            "Expected images of shape (n, h, w, c) with c in (1, 3, 4). "
+            f"Received: shape={images.shape}"
+        )
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"Expected a 1D integer label array. Received: shape={labels.shape}, dtype={labels.dtype}"
+        )
+    if len(images) != len(labels):
+        raise ValueError(
+            f"Images and labels differ in length: {len(images)} images, {len(labels)} labels."
+        )
+    if len(images) == 0:
+        raise ValueError("The array source is empty.")
+    if labels.min() < 0:
+        raise ValueError(f"Labels must be >= 0. Received: min label {labels.min()}")
+    num_classes = num_classes or int(labels.max()) + 1
+    if labels.max() >= num_classes:
+        raise ValueError(
+            f"Labels must lie in [0, {num_classes}). Received: max label {labels.max()}"
+        )
+    images = _to_rgb_array(images)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
+    return ImageSource(ds, num_classes, min(images.shape[1:3]), len(images))
+
+
+def _to_rgb_array(images):
+    if images.shape[-1] == 1:
+        return np.repeat(images, 3, axis=-1)
+    if images.shape[-1] == 4:
+        return images[..., :3]
+    return images
+
+
+def synthetic(num_images=2000, resolution=64, seed=0, num_classes=10):
+    """Source from the embedded synthetic shapes (see `synthetic_shapes`)."""
+    from keras_cdm.data.shapes import synthetic_shapes
+
+    images, labels = synthetic_shapes(num_images, resolution, seed, num_classes)
+    return from_arrays(images, labels, num_classes)
+
+
+def _read_rgb(path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def from_image_folder(directory, skip_corrupt=False):
+    """Source from a folder with one sub-folder per class.
+
+    Any format Pillow reads; grayscale, palette and RGBA images are converted
+    to RGB. Class ids follow the sorted sub-folder names.
+
+    Args:
+        directory: str. The root folder.
+        skip_corrupt: bool. Skip unreadable files (listed in `skipped`)
+            instead of raising. Defaults to `False`.
+    """
+    import tensorflow as tf
+    from PIL import Image
+
+    if not os.path.isdir(directory):
+        raise ValueError(f"Image folder not found: {directory!r}")
+    class_names = sorted(
+        d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d))
+    )
+    if not class_names:
+        raise ValueError(
+            f"No class sub-folders in {directory!r}: expected one folder per class."
+        )
+    paths, labels, skipped = [], [], []
+    min_side = None
+    for label, name in enumerate(class_names):
+        folder = os.path.join(directory, name)
+        files = sorted(
+            f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
+        if not files:
+            raise ValueError(f"Class folder {folder!r} holds no images.")
+        for f in files:
+            path = os.path.join(folder, f)
+            try:
+                with Image.open(path) as im:
+                    im.verify()
+                    side = min(im.size)
+            except Exception as e:
+                if not skip_corrupt:
+                    raise ValueError(
+                        f"Cannot read image {path!r} ({e}). Pass skip_corrupt=True to skip it."
+                    ) from e
+                skipped.append(path)
+                continue
+            min_side = side if min_side is None else min(min_side, side)
+            paths.append(path)
+            labels.append(label)
+    if not paths:
+        raise ValueError(f"No readable images in {directory!r}.")
+
+    def load(path, label):
+        image = tf.numpy_function(lambda p: _read_rgb(p.decode()), [path], tf.uint8)
+        image.set_shape((None, None, 3))
+        return image, label
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int64)))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    return ImageSource(ds, len(class_names), min_side, len(paths), class_names, skipped)
+
+
+def from_tfds(name, split="train", data_dir=None, download=True):
+    """Source from a TFDS image-classification set with `image` and `label`.
+
+    Examples: `"cifar10"`, `"imagenet_resized/32x32"`, `"imagenet_resized/64x64"`,
+    `"imagenet2012"` (manual download into `data_dir`).
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if download:
+        builder.download_and_prepare()
+    features = builder.info.features
+    if "image" not in features or "label" not in features:
+        raise ValueError(
+            f"TFDS set {name!r} needs 'image' and 'label' features. "
+            f"Received features: {sorted(features.keys())}"
+        )
+    num_classes = features["label"].num_classes
+    shape = features["image"].shape
+    min_side = min(shape[:2]) if shape[0] and shape[1] else None
+    ds = builder.as_dataset(split=split, shuffle_files=True)
+
+    def to_pair(example):
+        image = example["image"]
+        if image.shape[-1] == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        elif image.shape[-1] == 4:
+            image = image[..., :3]
+        return tf.cast(image, tf.uint8), tf.cast(example["label"], tf.int64)
+
+    ds = ds.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
+    size = builder.info.splits[split].num_examples if split in builder.info.splits else None
+    return ImageSource(ds, num_classes, min_side, size)
+
+
+def resolve_source(spec, data_dir=None, split="train", resolution=64, seed=0, num_images=2000):
+    """A source from a recipe's `--dataset`: `synthetic`, a folder or a TFDS name."""
+    if spec == "synthetic":
+        return synthetic(num_images=num_images, resolution=resolution, seed=seed)
+    if os.path.isdir(spec):
+        folder = os.path.join(spec, split) if os.path.isdir(os.path.join(spec, split)) else spec
+        return from_image_folder(folder, skip_corrupt=True)
+    return from_tfds(spec, split=split, data_dir=data_dir)

@@ -1,0 +1,262 @@
+import numpy as np
+
+from keras_cdm.models.diffusion_model import DiffusionModel
+from keras_cdm.models.super_res_diffusion_model import SuperResDiffusionModel
+from keras_cdm.utils.images import to_uint8
+
+MODES = ("truncated", "non_truncated")
+
+
+def _per_stage(name, value, n):
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(
+                f"`{name}` must be one value or one per stage ({n}). Received: {name}={value!r}"
+            )
+        return list(value)
+    return [value] * n
+
+
+def _load_stage(stage):
+    if isinstance(stage, str):
+        import keras
+
+        import keras_cdm  # noqa: F401  (registers the classes)
+
+        try:
+            stage = keras.saving.load_model(stage, compile=False)
+        except Exception as e:  # corrupt or foreign file
+            raise ValueError(f"Could not load a keras_cdm stage from {stage!r}: {e}") from e
+    if not isinstance(stage, DiffusionModel):
+        raise ValueError(
+            "Each stage must be a keras_cdm DiffusionModel or SuperResDiffusionModel "
+            f"(or a .keras path to one). Received: {type(stage).__name__}"
+        )
+    return stage
+
+
+class CascadeSampler:
+    """Samples a cascade: a base stage, then super-resolution stages (Algorithm 2).
+
+    Args:
+        stages: list of stages (a `keras_cdm.DiffusionModel` then one or more
+            `keras_cdm.SuperResDiffusionModel`), or `.keras` paths to them.
+        aug_levels: int or list with one level `s` per SR stage (paper's
+            1-indexed levels; `0` = clean conditioning). Defaults to `0`.
+        mode: str. `"truncated"`: the stage below stops its reverse process at
+            `s` and hands `z_s` on; `"non_truncated"`: it runs to `z_0`, then
+            `z_s ~ q(z_s | z_0)`. Defaults to `"non_truncated"`.
+        num_steps: int, None or list per stage. Respaced steps (`None`: all).
+        sampler: str or list per stage. `"ddpm"` or `"ddim"`.
+        guidance_scale: float or list per stage. `1` disables guidance.
+        eta: float or list per stage. DDIM stochasticity.
+        clip_denoised: bool or list per stage.
+        use_ema: bool. Sample with EMA weights. Defaults to `True`.
+        verbose: bool. Progress bars per stage.
+
+    Example:
+
+    >>> base = keras_cdm.DiffusionModel.from_preset("base16_tiny")
+    >>> sr = keras_cdm.SuperResDiffusionModel.from_preset("sr16to32_tiny")
+    >>> cascade = keras_cdm.CascadeSampler([base, sr], aug_levels=[100],
+    ...                                    num_steps=[50, 25])
+    >>> images = cascade.sample(labels=[0, 1, 2], seed=0, output="uint8")
+
+    References:
+        - CDM, arXiv:2106.15282, Algorithm 2.
+    """
+
+    def __init__(
+        self,
+        stages,
+        aug_levels=0,
+        mode="non_truncated",
+        num_steps=None,
+        sampler="ddpm",
+        guidance_scale=1.0,
+        eta=0.0,
+        clip_denoised=True,
+        use_ema=True,
+        verbose=False,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+        stages = [_load_stage(s) for s in stages]
+        if not stages:
+            raise ValueError("A cascade needs at least one stage.")
+        if isinstance(stages[0], SuperResDiffusionModel):
+            raise ValueError("The first stage of a cascade must be a base DiffusionModel.")
+        n = len(stages)
+        for k in range(1, n):
+            lo, hi = stages[k - 1], stages[k]
+            if not isinstance(hi, SuperResDiffusionModel):
+                raise ValueError(f"Stage {k} must be a SuperResDiffusionModel.")
+            if hi.low_res_size != lo.image_size:
+                raise ValueError(
+                    f"Stages do not chain: stage {k - 1} makes {lo.image_size}x"
+                    f"{lo.image_size} images but stage {k} expects {hi.low_res_size}x"
+                    f"{hi.low_res_size} conditioning."
+                )
+            if hi.channels != lo.channels:
+                raise ValueError(
+                    f"Stages do not chain: {lo.channels} channels at stage {k - 1}, "
+                    f"{hi.channels} expected by stage {k}."
+                )
+            if hi.num_classes != lo.num_classes:
+                raise ValueError(
+                    f"Stages do not chain: stage {k - 1} has {lo.num_classes} classes, "
+                    f"stage {k} has {hi.num_classes}."
+                )
+        self.stages = stages
+        self.mode = mode
+        self.aug_levels = _per_stage("aug_levels", aug_levels, n - 1) if n > 1 else []
+        for k, s in enumerate(self.aug_levels):
+            sr = stages[k + 1]
+            if not 0 <= int(s) <= sr.low_res_diffusion.num_timesteps:
+                raise ValueError(
+                    f"aug_levels[{k}] must lie in [0, {sr.low_res_diffusion.num_timesteps}]. "
+                    f"Received: {s}"
+                )
+            if mode == "truncated" and s > 0:
+                below = stages[k].diffusion
+                ref = sr.low_res_diffusion
+                if (below.schedule, below.num_timesteps) != (ref.schedule, ref.num_timesteps):
+                    raise ValueError(
+                        "Truncated mode hands the stage below's z_s to the next stage, "
+                        "so their schedules must agree. Received: stage "
+                        f"{k} uses {below.schedule}/{below.num_timesteps}, stage {k + 1} "
+                        f"was trained with {ref.schedule}/{ref.num_timesteps}."
+                    )
+        self.num_steps = _per_stage("num_steps", num_steps, n)
+        self.sampler = _per_stage("sampler", sampler, n)
+        self.guidance_scale = _per_stage("guidance_scale", guidance_scale, n)
+        self.eta = _per_stage("eta", eta, n)
+        self.clip_denoised = _per_stage("clip_denoised", clip_denoised, n)
+        self.use_ema = use_ema
+        self.verbose = verbose
+
+    @property
+    def num_classes(self):
+        return self.stages[0].num_classes
+
+    def _stage_kwargs(self, k, seed):
+        return {
+            "num_steps": self.num_steps[k],
+            "sampler": self.sampler[k],
+            "guidance_scale": self.guidance_scale[k],
+            "eta": self.eta[k],
+            "clip_denoised": self.clip_denoised[k],
+            "use_ema": self.use_ema,
+            "seed": seed,
+            "verbose": self.verbose,
+        }
+
+    def _resolve_labels(self, labels, num_images):
+        if labels is None:
+            if num_images is None:
+                raise ValueError("Pass `labels` or `num_images`.")
+            labels = np.arange(num_images) % self.num_classes
+        return self.stages[0].check_labels(np.asarray(labels))
+
+    def sample(
+        self,
+        labels=None,
+        num_images=None,
+        seed=0,
+        batch_size=None,
+        output="float",
+        return_all_stages=False,
+    ):
+        """Samples the cascade.
+
+        Args:
+            labels: int array of class ids, one per image.
+            num_images: int. With `labels=None`, labels cycle over the classes.
+            seed: int. The same seed gives the same images on the same backend.
+            batch_size: int or None. Images per batch (`None`: all at once).
+            output: str. `"float"` (in [-1, 1]) or `"uint8"`.
+            return_all_stages: bool. Also return every stage's output.
+
+        Returns:
+            The final images, or `(images, [stage outputs])` when
+            `return_all_stages`.
+        """
+        if output not in ("float", "uint8"):
+            raise ValueError(f"`output` must be 'float' or 'uint8'. Received: {output!r}")
+        labels = self._resolve_labels(labels, num_images)
+        batch_size = batch_size or len(labels)
+        per_stage = [[] for _ in self.stages]
+        for b, start in enumerate(range(0, len(labels), batch_size)):
+            outs = self._sample_batch(labels[start : start + batch_size], seed, b)
+            for k, out in enumerate(outs):
+                per_stage[k].append(out)
+        per_stage = [np.concatenate(p, axis=0) for p in per_stage]
+        if output == "uint8":
+            per_stage = [to_uint8(p) for p in per_stage]
+        if return_all_stages:
+            return per_stage[-1], per_stage
+        return per_stage[-1]
+
+    def _seed(self, seed, batch_index, stage):
+        return (int(seed) * 1_000_003 + batch_index * 101 + stage) % (2**31 - 1)
+
+    def _sample_batch(self, labels, seed, batch_index):
+        truncated = self.mode == "truncated"
+        outputs = []
+        stop = self.aug_levels[0] if truncated and self.aug_levels else 0
+        x = self.stages[0].sample(
+            labels, stop_at=stop, **self._stage_kwargs(0, self._seed(seed, batch_index, 0))
+        )
+        outputs.append(x)
+        for k, stage in enumerate(self.stages[1:], start=1):
+            s = int(self.aug_levels[k - 1])
+            noisy = truncated and s > 0
+            cond = x if noisy else np.clip(x, -1.0, 1.0)
+            stop = self.aug_levels[k] if truncated and k < len(self.aug_levels) else 0
+            x = stage.sample(
+                cond,
+                labels,
+                aug_level=s,
+                noisy_low_res=noisy,
+                stop_at=stop,
+                **self._stage_kwargs(k, self._seed(seed, batch_index, k)),
+            )
+            outputs.append(x)
+        return outputs
+
+    def sweep_aug_levels(self, aug_levels, labels=None, num_images=None, seed=0):
+        """Non-truncated sweep over the last stage's level `s`.
+
+        Samples every stage below the last once and reuses those samples for
+        each `s` in `aug_levels` (the cheap search the paper describes).
+
+        Returns:
+            A dict `{s: images}` of float images in [-1, 1], plus the key
+            `"low_res"` with the shared conditioning.
+        """
+        if len(self.stages) < 2:
+            raise ValueError("A sweep over s needs at least one SR stage.")
+        labels = self._resolve_labels(labels, num_images)
+        below = CascadeSampler(
+            self.stages[:-1],
+            aug_levels=self.aug_levels[:-1],
+            mode="non_truncated",
+            num_steps=self.num_steps[:-1],
+            sampler=self.sampler[:-1],
+            guidance_scale=self.guidance_scale[:-1],
+            eta=self.eta[:-1],
+            clip_denoised=self.clip_denoised[:-1],
+            use_ema=self.use_ema,
+            verbose=self.verbose,
+        )
+        low_res = below.sample(labels, seed=seed)
+        last = len(self.stages) - 1
+        results = {"low_res": low_res}
+        for s in aug_levels:
+            results[int(s)] = self.stages[-1].sample(
+                low_res,
+                labels,
+                aug_level=int(s),
+                **self._stage_kwargs(last, self._seed(seed, 0, last)),
+            )
+        return results

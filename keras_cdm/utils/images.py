@@ -1,0 +1,89 @@
+"""Image conversions and writing results: PNG grids and `.npz` archives."""
+
+import numpy as np
+
+
+def to_uint8(images):
+    """Maps float images in [-1, 1] to uint8 in [0, 255] (rounding)."""
+    images = np.asarray(images, dtype=np.float32)
+    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def from_uint8(images):
+    """Maps uint8 images to float32 in [-1, 1]."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"Expected uint8 images. Received: dtype={images.dtype}")
+    return images.astype(np.float32) / 127.5 - 1.0
+
+
+def make_grid(rows, pad=2, upscale_to=None):
+    """Tiles a list of rows (each a list/array of HWC images) into one image.
+
+    Images of different sizes are upscaled (nearest) to the largest size, or
+    to `upscale_to`, so a low- and a high-resolution stage can sit side by side.
+    """
+    rows = [[np.asarray(im) for im in row] for row in rows]
+    if not rows or not any(len(r) for r in rows):
+        raise ValueError("make_grid needs at least one image.")
+    images = [im for row in rows for im in row]
+    size = upscale_to or max(im.shape[0] for im in images)
+    channels = images[0].shape[-1]
+    ncols = max(len(r) for r in rows)
+    grid = np.full(
+        (len(rows) * (size + pad) + pad, ncols * (size + pad) + pad, channels),
+        255,
+        dtype=np.uint8,
+    )
+    for r, row in enumerate(rows):
+        for c, im in enumerate(row):
+            if im.dtype != np.uint8:
+                im = to_uint8(im)
+            if im.shape[0] != size:
+                factor = size // im.shape[0]
+                im = np.repeat(np.repeat(im, factor, axis=0), factor, axis=1)
+            y, x = pad + r * (size + pad), pad + c * (size + pad)
+            grid[y : y + size, x : x + size] = im
+    return grid
+
+
+def save_png(path, image):
+    from PIL import Image
+
+    image = np.asarray(image)
+    if image.shape[-1] == 1:
+        image = image[..., 0]
+    Image.fromarray(image).save(path)
+    return path
+
+
+def save_class_grid(path, images, labels, max_per_class=8, extra_stages=None):
+    """Writes a PNG grid with one row per class present in `labels`.
+
+    Args:
+        path: output `.png` path.
+        images: float in [-1, 1] or uint8, `(n, h, w, c)`.
+        labels: int `(n,)`.
+        max_per_class: int. Columns per class.
+        extra_stages: optional list of lower-resolution arrays aligned with
+            `images` (e.g. every stage's output); each sample is then shown as
+            its stages side by side.
+    """
+    labels = np.asarray(labels)
+    rows = []
+    for c in np.unique(labels):
+        idx = np.nonzero(labels == c)[0][:max_per_class]
+        row = []
+        for i in idx:
+            for stage in extra_stages or []:
+                row.append(stage[i])
+            row.append(images[i])
+        rows.append(row)
+    return save_png(path, make_grid(rows))
+
+
+def save_npz(path, images, labels):
+    """Writes uint8 images and int labels to `.npz` (keys `images`, `labels`)."""
+    np.savez(path, images=to_uint8(images) if np.asarray(images).dtype != np.uint8 else images,
+             labels=np.asarray(labels, dtype=np.int64))
+    return path
