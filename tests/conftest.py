@@ -1,0 +1,35 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BACKEND = keras.backend.backend()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(1234)
+    yield
+
+
+def micro_network_config(**overrides):
+    """A U-Net small enough to compile in seconds on every backend."""
+    config = {
+        "image_size": 8,
+        "base_channels": 8,
+        "channel_mult": (1, 2),
+        "num_res_blocks": 1,
+        "attention_resolutions": (4,),
+        "num_heads": 2,
+        "num_classes": 3,
+        "norm_groups": 4,
+    }
+    config.update(overrides)
+    return config
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
