@@ -155,8 +155,10 @@ def _scaled(name, base_channels, channel_mult, num_res_blocks, attention_levels,
     network = copy.deepcopy(PRESETS[name]["network"])
     size = network["image_size"]
     levels = tuple(channel_mult)
-    if len(levels) > 1 and "low_res_size" not in network and size <= 16:
-        levels = levels[:2]
+    # Add levels until the lowest resolution is at most 16, so attention
+    # there stays cheap at every image size.
+    while size // 2 ** (len(levels) - 1) > 16:
+        levels = levels + (levels[-1],)
     network.update(
         {
             "base_channels": base_channels,
