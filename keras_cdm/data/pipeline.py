@@ -32,11 +32,20 @@ def preprocess_image(image, resolution, crop="center", flip=False, seed=None):
         left = (shape[1] - side) // 2
         image = image[top : top + side, left : left + side]
     image = tf.cast(image, tf.float32)
-    image = tf.cond(
-        tf.equal(side, resolution),
-        lambda: tf.reshape(image, (resolution, resolution, 3)),
-        lambda: tf.image.resize(image, (resolution, resolution), method="bilinear", antialias=True),
-    )
+
+    def resize():
+        return tf.image.resize(image, (resolution, resolution), method="bilinear", antialias=True)
+
+    static_side = image.shape[0] if image.shape[0] == image.shape[1] else None
+    if static_side is not None:
+        image = image if static_side == resolution else resize()
+    else:
+        # Crop-or-pad is the identity when the side already matches.
+        image = tf.cond(
+            tf.equal(side, resolution),
+            lambda: tf.image.resize_with_crop_or_pad(image, resolution, resolution),
+            resize,
+        )
     if flip:
         image = tf.image.random_flip_left_right(image, seed=seed)
     image = tf.clip_by_value(image, 0.0, 255.0)  # resize round-off only

@@ -1,0 +1,11 @@
+"""Train the sr64to256 stage of a cascade.
+
+    KERAS_BACKEND=jax python recipes/train_sr64to256.py --preset tiny --dataset synthetic
+
+Flags: see `recipes/common.py` (`--help`). `--smoke` runs the same path in seconds.
+"""
+
+from common import main
+
+if __name__ == "__main__":
+    main("sr64to256")
