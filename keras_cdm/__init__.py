@@ -5,10 +5,23 @@ from keras_cdm import layers
 from keras_cdm.diffusion import GaussianDiffusion
 from keras_cdm.diffusion import get_beta_schedule
 from keras_cdm.diffusion import space_timesteps
-from keras_cdm.networks import SuperResUNet
-from keras_cdm.networks import UNet
-
-__version__ = "0.1.0"
 from keras_cdm.models import DiffusionModel
 from keras_cdm.models import SuperResDiffusionModel
+from keras_cdm.networks import SuperResUNet
+from keras_cdm.networks import UNet
 from keras_cdm.sampling import CascadeSampler
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CascadeSampler",
+    "DiffusionModel",
+    "GaussianDiffusion",
+    "SuperResDiffusionModel",
+    "SuperResUNet",
+    "UNet",
+    "data",
+    "get_beta_schedule",
+    "layers",
+    "space_timesteps",
+]

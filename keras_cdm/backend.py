@@ -36,9 +36,7 @@ def _compile_jax(fn, read_variables, state_variables):
     state_variables = list(state_variables)
 
     def pure(read_values, state_values, *args):
-        mapping = list(zip(read_variables, read_values)) + list(
-            zip(state_variables, state_values)
-        )
+        mapping = list(zip(read_variables, read_values)) + list(zip(state_variables, state_values))
         with keras.StatelessScope(state_mapping=mapping) as scope:
             out = fn(*args)
         new_state = []

@@ -21,25 +21,40 @@ from keras_cdm.networks.presets import get_preset  # noqa: E402
 
 def parse_args(stage, argv=None):
     p = argparse.ArgumentParser(description=f"Train the {stage} stage of a cascade.")
-    p.add_argument("--preset", default="paper", choices=["paper", "small", "tiny"],
-                   help="paper = the paper's architecture; small/tiny for CPUs")
-    p.add_argument("--dataset", default="synthetic",
-                   help="'synthetic', an image folder (one sub-folder per class), or a TFDS name")
+    p.add_argument(
+        "--preset",
+        default="paper",
+        choices=["paper", "small", "tiny"],
+        help="paper = the paper's architecture; small/tiny for CPUs",
+    )
+    p.add_argument(
+        "--dataset",
+        default="synthetic",
+        help="'synthetic', an image folder (one sub-folder per class), or a TFDS name",
+    )
     p.add_argument("--data_dir", default=None, help="TFDS data_dir")
     p.add_argument("--num_synthetic", type=int, default=2000, help="synthetic set size")
     p.add_argument("--batch_size", type=int, default=None, help="global batch size")
     p.add_argument("--train_steps", type=int, default=None)
     p.add_argument("--learning_rate", type=float, default=1e-4)
     p.add_argument("--ema_decay", type=float, default=None)
-    p.add_argument("--augmentation", default=None, choices=["gaussian", "blur", "none"],
-                   help="SR stages: conditioning augmentation (default: the paper's choice)")
+    p.add_argument(
+        "--augmentation",
+        default=None,
+        choices=["gaussian", "blur", "none"],
+        help="SR stages: conditioning augmentation (default: the paper's choice)",
+    )
     p.add_argument("--label_dropout", type=float, default=0.0)
     p.add_argument("--output_dir", default=None)
     p.add_argument("--checkpoint_every", type=int, default=None, help="steps between checkpoints")
-    p.add_argument("--sample_every", type=int, default=0, help="checkpoints between sample grids (0: end only)")
+    p.add_argument(
+        "--sample_every", type=int, default=0, help="checkpoints between sample grids (0: end only)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mixed_precision", default=None, choices=[None, "mixed_bfloat16", "mixed_float16"])
+    p.add_argument(
+        "--mixed_precision", default=None, choices=[None, "mixed_bfloat16", "mixed_float16"]
+    )
     p.add_argument("--flip", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="a seconds-long run of the same code path")
     return p.parse_args(argv)
@@ -47,8 +62,12 @@ def parse_args(stage, argv=None):
 
 # Paper batch sizes and steps (Appendix B); small/tiny scale them down.
 PAPER_SCHEDULE = {
-    "base32": (2048, 700_000), "sr32to64": (2048, 400_000), "sr64to128": (1024, 500_000),
-    "sr64to256": (1024, 500_000), "base16": (2048, 700_000), "sr16to64": (2048, 400_000),
+    "base32": (2048, 700_000),
+    "sr32to64": (2048, 400_000),
+    "sr64to128": (1024, 500_000),
+    "sr64to256": (1024, 500_000),
+    "base16": (2048, 700_000),
+    "sr16to64": (2048, 400_000),
     "sr16to32": (2048, 400_000),
 }
 
@@ -93,22 +112,31 @@ def build_model(stage, preset, args):
         elif "128" in stage or "256" in stage:
             kwargs["augmentation"] = "blur"  # the paper's choice at 128 and 256
         return keras_cdm.SuperResDiffusionModel.from_preset(
-            preset, network_overrides=network_overrides, **kwargs)
-    return keras_cdm.DiffusionModel.from_preset(preset, network_overrides=network_overrides, **kwargs)
+            preset, network_overrides=network_overrides, **kwargs
+        )
+    return keras_cdm.DiffusionModel.from_preset(
+        preset, network_overrides=network_overrides, **kwargs
+    )
 
 
 def build_dataset(model, args, batch):
     sr = isinstance(model, keras_cdm.SuperResDiffusionModel)
     size = model.image_size
     source = keras_cdm.data.resolve_source(
-        args.dataset, data_dir=args.data_dir, resolution=size, seed=args.seed,
-        num_images=min(args.num_synthetic, 64) if args.smoke else args.num_synthetic)
+        args.dataset,
+        data_dir=args.data_dir,
+        resolution=size,
+        seed=args.seed,
+        num_images=min(args.num_synthetic, 64) if args.smoke else args.num_synthetic,
+    )
     if source.num_classes > model.num_classes:
         raise ValueError(
-            f"The data has {source.num_classes} classes but the stage has {model.num_classes}.")
+            f"The data has {source.num_classes} classes but the stage has {model.num_classes}."
+        )
     if sr:
         return keras_cdm.data.super_res_dataset(
-            source, model.low_res_size, size, batch, flip=bool(args.flip), seed=args.seed)
+            source, model.low_res_size, size, batch, flip=bool(args.flip), seed=args.seed
+        )
     return keras_cdm.data.base_dataset(source, size, batch, flip=bool(args.flip), seed=args.seed)
 
 
@@ -138,8 +166,11 @@ class Checkpoint(keras.callbacks.Callback):
                 w.writerow(["step", "time"] + keys)
             w.writerow([step, f"{time.time():.1f}"] + [f"{float(logs[k]):.6g}" for k in keys])
         if self.sample_every and (epoch + 1) % self.sample_every == 0:
-            write_sample_grid(self.model, os.path.join(self.output_dir, f"samples_{step:08d}.png"),
-                              self.num_classes)
+            write_sample_grid(
+                self.model,
+                os.path.join(self.output_dir, f"samples_{step:08d}.png"),
+                self.num_classes,
+            )
 
 
 def write_sample_grid(model, path, num_classes, per_class=4, num_steps=50):
@@ -161,8 +192,10 @@ def main(stage, argv=None):
     preset, batch, steps, every = stage_settings(stage, args)
     output_dir = args.output_dir or os.path.join("runs", f"{stage}_{args.preset}")
     os.makedirs(output_dir, exist_ok=True)
-    print(f"[keras_cdm] {stage}: preset={preset} batch={batch} steps={steps} "
-          f"backend={keras.backend.backend()} ({configure_devices()}) -> {output_dir}")
+    print(
+        f"[keras_cdm] {stage}: preset={preset} batch={batch} steps={steps} "
+        f"backend={keras.backend.backend()} ({configure_devices()}) -> {output_dir}"
+    )
     ckpt = os.path.join(output_dir, "checkpoint.keras")
     initial_epoch = 0
     if args.resume and os.path.exists(ckpt):
@@ -172,19 +205,33 @@ def main(stage, argv=None):
         print(f"[keras_cdm] resumed at step {initial_epoch * every}")
     else:
         model = build_model(stage, preset, args)
-        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), jit_compile="auto"
-                      if keras.backend.backend() != "torch" else False)
+        model.compile(
+            optimizer=keras.optimizers.Adam(args.learning_rate),
+            jit_compile="auto" if keras.backend.backend() != "torch" else False,
+        )
     dataset = build_dataset(model, args, batch)
     epochs = -(-steps // every)
     callbacks = [Checkpoint(output_dir, args.sample_every, min(model.num_classes, 10))]
     if keras.backend.backend() == "tensorflow":
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tb"), update_freq="epoch"))
-    model.fit(dataset, epochs=epochs, steps_per_epoch=every, initial_epoch=initial_epoch,
-              callbacks=callbacks, verbose=2)
+        callbacks.append(
+            keras.callbacks.TensorBoard(os.path.join(output_dir, "tb"), update_freq="epoch")
+        )
+    model.fit(
+        dataset,
+        epochs=epochs,
+        steps_per_epoch=every,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=2,
+    )
     final = os.path.join(output_dir, f"{stage}.keras")
     model.save(final)
-    grid = write_sample_grid(model, os.path.join(output_dir, "samples_final.png"),
-                             min(model.num_classes, 10), per_class=2 if args.smoke else 4,
-                             num_steps=5 if args.smoke else 50)
+    grid = write_sample_grid(
+        model,
+        os.path.join(output_dir, "samples_final.png"),
+        min(model.num_classes, 10),
+        per_class=2 if args.smoke else 4,
+        num_steps=5 if args.smoke else 50,
+    )
     print(f"[keras_cdm] wrote {final} and {grid}")
     return final

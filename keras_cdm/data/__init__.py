@@ -3,14 +3,14 @@
 from keras_cdm.data.pipeline import base_dataset
 from keras_cdm.data.pipeline import save_batch_grid
 from keras_cdm.data.pipeline import super_res_dataset
+from keras_cdm.data.shapes import CLASS_NAMES
+from keras_cdm.data.shapes import synthetic_shapes
 from keras_cdm.data.sources import ImageSource
 from keras_cdm.data.sources import from_arrays
 from keras_cdm.data.sources import from_image_folder
 from keras_cdm.data.sources import from_tfds
 from keras_cdm.data.sources import resolve_source
 from keras_cdm.data.sources import synthetic
-from keras_cdm.data.shapes import CLASS_NAMES
-from keras_cdm.data.shapes import synthetic_shapes
 
 __all__ = [
     "CLASS_NAMES",

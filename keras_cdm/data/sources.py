@@ -113,16 +113,12 @@ def from_image_folder(directory, skip_corrupt=False):
         d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d))
     )
     if not class_names:
-        raise ValueError(
-            f"No class sub-folders in {directory!r}: expected one folder per class."
-        )
+        raise ValueError(f"No class sub-folders in {directory!r}: expected one folder per class.")
     paths, labels, skipped = [], [], []
     min_side = None
     for label, name in enumerate(class_names):
         folder = os.path.join(directory, name)
-        files = sorted(
-            f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)
-        )
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
         if not files:
             raise ValueError(f"Class folder {folder!r} holds no images.")
         for f in files:

@@ -18,9 +18,7 @@ LOSS_TYPES = ("simple", "hybrid")
 
 def _check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {choices}. Received: {name}={value!r}"
-        )
+        raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
 
 
 class GaussianDiffusion:
@@ -131,16 +129,12 @@ class GaussianDiffusion:
             first = self.posterior_variance[1]
         else:
             first = betas[0]
-        self.posterior_log_variance_clipped = np.log(
-            np.append(first, self.posterior_variance[1:])
-        )
+        self.posterior_log_variance_clipped = np.log(np.append(first, self.posterior_variance[1:]))
         self.posterior_mean_coef1 = (
             betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         )
         self.posterior_mean_coef2 = (
-            (1.0 - self.alphas_cumprod_prev)
-            * np.sqrt(self.alphas)
-            / (1.0 - self.alphas_cumprod)
+            (1.0 - self.alphas_cumprod_prev) * np.sqrt(self.alphas) / (1.0 - self.alphas_cumprod)
         )
         # ᾱ indexed by the conditioning-augmentation level s in {0, ..., T}
         # (paper's 1-indexed convention): s = 0 is the clean image.
@@ -156,9 +150,7 @@ class GaussianDiffusion:
             "mean_type": self.mean_type,
             "var_type": self.var_type,
             "loss_type": self.loss_type,
-            "timesteps": None
-            if self.is_full
-            else [int(t) for t in self.timestep_map],
+            "timesteps": None if self.is_full else [int(t) for t in self.timestep_map],
         }
 
     @classmethod
@@ -270,9 +262,9 @@ class GaussianDiffusion:
         )
 
     def predict_eps_from_x0(self, x_t, t, x0):
-        return (
-            self._extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0
-        ) / self._extract(self.sqrt_recipm1_alphas_cumprod, t, x_t)
+        return (self._extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / self._extract(
+            self.sqrt_recipm1_alphas_cumprod, t, x_t
+        )
 
     def get_v(self, x0, t, eps):
         """The v target √ᾱ_t ε − √(1−ᾱ_t) x0 (Salimans & Ho, 2022)."""
@@ -406,9 +398,10 @@ class GaussianDiffusion:
             * ops.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar))
             * ops.sqrt(1.0 - alpha_bar / alpha_bar_prev)
         )
-        mean = out["pred_x0"] * ops.sqrt(alpha_bar_prev) + ops.sqrt(
-            ops.maximum(1.0 - alpha_bar_prev - ops.square(sigma), 0.0)
-        ) * eps
+        mean = (
+            out["pred_x0"] * ops.sqrt(alpha_bar_prev)
+            + ops.sqrt(ops.maximum(1.0 - alpha_bar_prev - ops.square(sigma), 0.0)) * eps
+        )
         nonzero = ops.cast(ops.reshape(t, (-1, 1, 1, 1)) > 0, "float32")
         return mean + nonzero * sigma * noise, out["pred_x0"]
 
@@ -425,9 +418,7 @@ class GaussianDiffusion:
         out = self.p_mean_variance(model_output, x_t, t, clip_denoised)
         kl = normal_kl(true_mean, true_log_var, out["mean"], out["log_variance"])
         kl = ops.mean(kl, axis=(1, 2, 3)) / math.log(2.0)
-        nll = -discretized_gaussian_log_likelihood(
-            x0, out["mean"], 0.5 * out["log_variance"]
-        )
+        nll = -discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"])
         nll = ops.mean(nll, axis=(1, 2, 3)) / math.log(2.0)
         return ops.where(ops.cast(t, "int32") == 0, nll, kl)
 

@@ -23,9 +23,7 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
 
 def approx_standard_normal_cdf(x):
     """The tanh approximation of the standard normal CDF used by DDPM."""
-    return 0.5 * (
-        1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * ops.power(x, 3)))
-    )
+    return 0.5 * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * ops.power(x, 3))))
 
 
 def discretized_gaussian_log_likelihood(x, means, log_scales):

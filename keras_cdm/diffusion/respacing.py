@@ -60,14 +60,8 @@ def space_timesteps(num_timesteps, section_counts):
 
 
 def _check_count(count, available):
-    if (
-        isinstance(count, bool)
-        or not isinstance(count, (int, np.integer))
-        or count <= 0
-    ):
-        raise ValueError(
-            f"Step counts must be positive integers. Received: count={count!r}"
-        )
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count <= 0:
+        raise ValueError(f"Step counts must be positive integers. Received: count={count!r}")
     if count > available:
         raise ValueError(
             f"Cannot keep {count} steps out of {available}: a respacing keeps "

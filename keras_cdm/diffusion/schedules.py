@@ -20,8 +20,7 @@ def _check_num_timesteps(num_timesteps):
         or num_timesteps <= 0
     ):
         raise ValueError(
-            "`num_timesteps` must be a positive integer. "
-            f"Received: num_timesteps={num_timesteps!r}"
+            f"`num_timesteps` must be a positive integer. Received: num_timesteps={num_timesteps!r}"
         )
 
 
@@ -34,9 +33,7 @@ def linear_beta_schedule(num_timesteps):
     """
     _check_num_timesteps(num_timesteps)
     scale = 1000.0 / num_timesteps
-    return np.linspace(
-        scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64
-    )
+    return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
 
 
 def cosine_alpha_bar(t):
@@ -75,7 +72,6 @@ def get_beta_schedule(name, num_timesteps):
     """
     if name not in SCHEDULES:
         raise ValueError(
-            f"Unknown beta schedule. Expected one of {sorted(SCHEDULES)}. "
-            f"Received: name={name!r}"
+            f"Unknown beta schedule. Expected one of {sorted(SCHEDULES)}. Received: name={name!r}"
         )
     return SCHEDULES[name](num_timesteps)

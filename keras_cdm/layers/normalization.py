@@ -10,6 +10,4 @@ def group_norm(channels, groups, name=None):
     tiny presets with few channels still normalise.
     """
     groups = math.gcd(channels, groups)
-    return keras.layers.GroupNormalization(
-        groups=groups, epsilon=1e-5, dtype="float32", name=name
-    )
+    return keras.layers.GroupNormalization(groups=groups, epsilon=1e-5, dtype="float32", name=name)

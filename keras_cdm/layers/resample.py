@@ -22,18 +22,14 @@ class Upsample(keras.layers.Layer):
         self.channels = channels
         self.use_conv = use_conv
         self.conv = (
-            keras.layers.Conv2D(
-                channels, 3, padding="same", dtype=self.dtype_policy, name="conv"
-            )
+            keras.layers.Conv2D(channels, 3, padding="same", dtype=self.dtype_policy, name="conv")
             if use_conv
             else None
         )
 
     def build(self, input_shape):
         if self.conv is not None:
-            self.conv.build(
-                (input_shape[0], None, None, input_shape[-1])
-            )
+            self.conv.build((input_shape[0], None, None, input_shape[-1]))
 
     def call(self, x):
         x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)

@@ -7,9 +7,7 @@ from keras import ops
 def sinusoidal_embedding(t, dim, max_period=10000.0):
     """ADM's sinusoidal embedding of (possibly fractional) timesteps `t`."""
     half = dim // 2
-    freqs = ops.exp(
-        -math.log(max_period) * ops.arange(0, half, dtype="float32") / half
-    )
+    freqs = ops.exp(-math.log(max_period) * ops.arange(0, half, dtype="float32") / half)
     args = ops.cast(ops.reshape(t, (-1, 1)), "float32") * freqs[None, :]
     emb = ops.concatenate([ops.cos(args), ops.sin(args)], axis=-1)
     if dim % 2:
@@ -50,9 +48,7 @@ class TimestepEmbedding(keras.layers.Layer):
         self.dense_1 = keras.layers.Dense(
             embedding_dim, activation="silu", dtype=self.dtype_policy, name="dense_1"
         )
-        self.dense_2 = keras.layers.Dense(
-            embedding_dim, dtype=self.dtype_policy, name="dense_2"
-        )
+        self.dense_2 = keras.layers.Dense(embedding_dim, dtype=self.dtype_policy, name="dense_2")
 
     def build(self, input_shape):
         self.dense_1.build((None, self.frequency_dim))

@@ -101,9 +101,7 @@ class SuperResDiffusionModel(DiffusionModel):
                 f"Received: blur_kernel_size={blur_kernel_size}"
             )
         if not 0.0 <= blur_probability <= 1.0:
-            raise ValueError(
-                f"`blur_probability` must be in [0, 1]. Received: {blur_probability}"
-            )
+            raise ValueError(f"`blur_probability` must be in [0, 1]. Received: {blur_probability}")
         blur_sigma_range = tuple(float(s) for s in blur_sigma_range)
         if len(blur_sigma_range) != 2 or not 0 < blur_sigma_range[0] <= blur_sigma_range[1]:
             raise ValueError(

@@ -209,11 +209,8 @@ def get_preset_config(cls, name):
     preset = get_preset(name)
     if name not in presets_for(cls):
         raise ValueError(
-            f"Preset {name!r} is not a {cls.__name__} preset. Expected one of "
-            f"{presets_for(cls)}."
+            f"Preset {name!r} is not a {cls.__name__} preset. Expected one of {presets_for(cls)}."
         )
     network = preset["network"]
-    network.setdefault(
-        "learn_sigma", preset["diffusion"]["var_type"] == "learned_range"
-    )
+    network.setdefault("learn_sigma", preset["diffusion"]["var_type"] == "learned_range")
     return network

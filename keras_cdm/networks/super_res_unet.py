@@ -72,9 +72,7 @@ class SuperResUNet(UNet):
 
     def __init__(self, image_size, low_res_size, interpolation="bilinear", **kwargs):
         _check_positive_int("low_res_size", low_res_size)
-        if isinstance(image_size, int) and (
-            low_res_size > image_size or image_size % low_res_size
-        ):
+        if isinstance(image_size, int) and (low_res_size > image_size or image_size % low_res_size):
             raise ValueError(
                 "The low-resolution size must divide the output size of a "
                 f"super-resolution U-Net. Received: low_res_size={low_res_size}, "

@@ -1,5 +1,4 @@
 import keras
-from keras import ops
 
 from keras_cdm.layers.attention_block import AttentionBlock
 from keras_cdm.layers.normalization import group_norm

@@ -50,9 +50,13 @@ class StageSampler:
             raise ValueError(f"`sampler` must be one of {SAMPLERS}. Received: sampler={sampler!r}")
         T = model.diffusion.num_timesteps
         if num_steps is not None and (
-            isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps <= 0
+            isinstance(num_steps, bool)
+            or not isinstance(num_steps, (int, np.integer))
+            or num_steps <= 0
         ):
-            raise ValueError(f"`num_steps` must be a positive int. Received: num_steps={num_steps!r}")
+            raise ValueError(
+                f"`num_steps` must be a positive int. Received: num_steps={num_steps!r}"
+            )
         if num_steps is not None and num_steps > T:
             raise ValueError(
                 f"Cannot sample with {num_steps} steps from a {T}-step diffusion. "

@@ -84,6 +84,9 @@ def save_class_grid(path, images, labels, max_per_class=8, extra_stages=None):
 
 def save_npz(path, images, labels):
     """Writes uint8 images and int labels to `.npz` (keys `images`, `labels`)."""
-    np.savez(path, images=to_uint8(images) if np.asarray(images).dtype != np.uint8 else images,
-             labels=np.asarray(labels, dtype=np.int64))
+    np.savez(
+        path,
+        images=to_uint8(images) if np.asarray(images).dtype != np.uint8 else images,
+        labels=np.asarray(labels, dtype=np.int64),
+    )
     return path

@@ -32,7 +32,12 @@ def test_synthetic_set(resolution):
     assert x.shape == (4, resolution, resolution, 3) and x.min() >= -1 and x.max() <= 1
     np.testing.assert_allclose(x, images[:4] / 127.5 - 1, atol=1e-6)
     if resolution >= 32:
-        _check_sr_batch(data.super_res_dataset(src, resolution // 4, resolution, 4), resolution // 4, resolution, 10)
+        _check_sr_batch(
+            data.super_res_dataset(src, resolution // 4, resolution, 4),
+            resolution // 4,
+            resolution,
+            10,
+        )
 
 
 def test_synthetic_classes_differ_and_bad_resolution():
@@ -69,7 +74,9 @@ def _write_folder(root, corrupt=True):
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(d / f"{i}.png")
     Image.fromarray(rng.integers(0, 256, (36, 36), dtype=np.uint8)).save(root / "cats" / "gray.png")
-    Image.fromarray(rng.integers(0, 256, (36, 36, 4), dtype=np.uint8)).save(root / "dogs" / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (36, 36, 4), dtype=np.uint8)).save(
+        root / "dogs" / "rgba.png"
+    )
     if corrupt:
         (root / "dogs" / "broken.jpg").write_bytes(b"not an image at all")
 

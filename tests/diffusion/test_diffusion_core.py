@@ -116,10 +116,18 @@ def test_parameterisations_convert_into_each_other(diffusion, mean_type):
     v = np.sqrt(a) * eps - np.sqrt(1 - a) * x0
     f32 = lambda z: ops.convert_to_tensor(np.asarray(z, "float32"))
     np.testing.assert_allclose(to_numpy(diffusion.get_v(f32(x0), t, f32(eps))), v, atol=1e-5)
-    np.testing.assert_allclose(to_numpy(diffusion.predict_x0_from_eps(f32(xt), t, f32(eps))), x0, atol=2e-3)
-    np.testing.assert_allclose(to_numpy(diffusion.predict_eps_from_x0(f32(xt), t, f32(x0))), eps, atol=2e-3)
-    np.testing.assert_allclose(to_numpy(diffusion.predict_x0_from_v(f32(xt), t, f32(v))), x0, atol=1e-5)
-    np.testing.assert_allclose(to_numpy(diffusion.predict_eps_from_v(f32(xt), t, f32(v))), eps, atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(diffusion.predict_x0_from_eps(f32(xt), t, f32(eps))), x0, atol=2e-3
+    )
+    np.testing.assert_allclose(
+        to_numpy(diffusion.predict_eps_from_x0(f32(xt), t, f32(x0))), eps, atol=2e-3
+    )
+    np.testing.assert_allclose(
+        to_numpy(diffusion.predict_x0_from_v(f32(xt), t, f32(v))), x0, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        to_numpy(diffusion.predict_eps_from_v(f32(xt), t, f32(v))), eps, atol=1e-5
+    )
     d = GaussianDiffusion("cosine", 100, mean_type=mean_type)
     target = {"epsilon": eps, "x0": x0, "v": v}[mean_type]
     out = d.p_mean_variance(f32(target), f32(xt), t, clip_denoised=False)

@@ -16,7 +16,12 @@ from keras_cdm import SuperResDiffusionModel
 from keras_cdm import SuperResUNet
 from keras_cdm import UNet
 
-DIFFUSION = {"schedule": "cosine", "num_timesteps": 100, "var_type": "learned_range", "loss_type": "hybrid"}
+DIFFUSION = {
+    "schedule": "cosine",
+    "num_timesteps": 100,
+    "var_type": "learned_range",
+    "loss_type": "hybrid",
+}
 
 
 def make_base(**kwargs):
@@ -61,9 +66,21 @@ def test_each_step_draws_new_t_and_noise():
     model = make_base()
     x, y = batch()
     state0 = to_numpy(model.seed_generator.state.value).copy()
-    a = float(to_numpy(model.compute_loss(x=ops.convert_to_tensor(x), y=ops.convert_to_tensor(y), training=False)))
+    a = float(
+        to_numpy(
+            model.compute_loss(
+                x=ops.convert_to_tensor(x), y=ops.convert_to_tensor(y), training=False
+            )
+        )
+    )
     state1 = to_numpy(model.seed_generator.state.value).copy()
-    b = float(to_numpy(model.compute_loss(x=ops.convert_to_tensor(x), y=ops.convert_to_tensor(y), training=False)))
+    b = float(
+        to_numpy(
+            model.compute_loss(
+                x=ops.convert_to_tensor(x), y=ops.convert_to_tensor(y), training=False
+            )
+        )
+    )
     assert not np.array_equal(state0, state1)
     assert a != b
     # Reproducible from the global seed.
@@ -71,8 +88,12 @@ def test_each_step_draws_new_t_and_noise():
     m1 = make_base(seed=None)
     keras.utils.set_random_seed(5)
     m2 = make_base(seed=None)
-    l1 = to_numpy(m1.compute_loss(x=ops.convert_to_tensor(x), y=ops.convert_to_tensor(y), training=False))
-    l2 = to_numpy(m2.compute_loss(x=ops.convert_to_tensor(x), y=ops.convert_to_tensor(y), training=False))
+    l1 = to_numpy(
+        m1.compute_loss(x=ops.convert_to_tensor(x), y=ops.convert_to_tensor(y), training=False)
+    )
+    l2 = to_numpy(
+        m2.compute_loss(x=ops.convert_to_tensor(x), y=ops.convert_to_tensor(y), training=False)
+    )
     np.testing.assert_allclose(l1, l2, rtol=1e-6)
 
 
@@ -89,7 +110,9 @@ def test_ema_differs_and_is_used_for_sampling(trained_base):
     saved = [ops.copy(w.value) for w in model.network.weights]
     for w, e in zip(model.network.weights, ema):
         w.assign(e)
-    np.testing.assert_allclose(model.sample(labels, num_steps=5, seed=3, use_ema=False), with_ema, atol=1e-5)
+    np.testing.assert_allclose(
+        model.sample(labels, num_steps=5, seed=3, use_ema=False), with_ema, atol=1e-5
+    )
     for w, s in zip(model.network.weights, saved):
         w.assign(s)
 
@@ -134,7 +157,9 @@ def test_blur_matches_numpy_reference():
     rng = np.random.default_rng(1)
     x = rng.uniform(size=(2, 5, 5, 1)).astype("float32")
     sig = np.array([0.5, 1.0], "float32")
-    out = to_numpy(per_example_gaussian_blur(ops.convert_to_tensor(x), ops.convert_to_tensor(sig), 3))
+    out = to_numpy(
+        per_example_gaussian_blur(ops.convert_to_tensor(x), ops.convert_to_tensor(sig), 3)
+    )
     for i, s in enumerate(sig):
         k = np.exp(-0.5 * (np.arange(-1, 2) / s) ** 2)
         k /= k.sum()
@@ -222,7 +247,9 @@ def test_save_load_same_backend_restores_everything(tmp_path, trained_base):
     )
     labels = np.array([0, 2])
     np.testing.assert_allclose(
-        loaded.sample(labels, num_steps=4, seed=1), model.sample(labels, num_steps=4, seed=1), atol=1e-5
+        loaded.sample(labels, num_steps=4, seed=1),
+        model.sample(labels, num_steps=4, seed=1),
+        atol=1e-5,
     )
     x, y = batch()
     h = loaded.fit(x, y, batch_size=8, epochs=1, verbose=0)
@@ -276,7 +303,10 @@ def test_save_here_load_in_other_backends(tmp_path, trained_base):
         env = dict(os.environ, KERAS_BACKEND=other, PYTHONPATH=root)
         proc = subprocess.run(
             [sys.executable, str(script), path, str(tmp_path / "in.npz"), str(out_path)],
-            env=env, capture_output=True, text=True, timeout=600,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         np.testing.assert_allclose(np.load(out_path), expected, atol=1e-4)

@@ -116,7 +116,9 @@ def test_mixed_precision_close_to_float32(policy):
     out_mixed = to_numpy(mixed(inputs))
     assert np.isfinite(out_mixed).all()
     assert out_mixed.dtype == np.float32
-    norms = [l for l in mixed._flatten_layers() if "GroupNormalization" in type(l).__name__]
-    assert norms and all(l.compute_dtype == "float32" for l in norms)
+    norms = [
+        layer for layer in mixed._flatten_layers() if "GroupNormalization" in type(layer).__name__
+    ]
+    assert norms and all(n.compute_dtype == "float32" for n in norms)
     rel = np.abs(out_mixed - out32).max() / (np.abs(out32).max() + 1e-8)
     assert rel < 0.1

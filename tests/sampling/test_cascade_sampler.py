@@ -22,10 +22,18 @@ def _randomise(model, seed):
 @pytest.fixture(scope="module")
 def stages():
     keras.utils.set_random_seed(0)
-    base = DiffusionModel(UNet(**micro_network_config(image_size=4, channel_mult=(1,), attention_resolutions=())), diffusion=DIFF)
-    sr1 = SuperResDiffusionModel(SuperResUNet(low_res_size=4, **micro_network_config(image_size=8)), diffusion=DIFF)
+    base = DiffusionModel(
+        UNet(**micro_network_config(image_size=4, channel_mult=(1,), attention_resolutions=())),
+        diffusion=DIFF,
+    )
+    sr1 = SuperResDiffusionModel(
+        SuperResUNet(low_res_size=4, **micro_network_config(image_size=8)), diffusion=DIFF
+    )
     sr2 = SuperResDiffusionModel(
-        SuperResUNet(low_res_size=8, **micro_network_config(image_size=16, attention_resolutions=())), diffusion=DIFF
+        SuperResUNet(
+            low_res_size=8, **micro_network_config(image_size=16, attention_resolutions=())
+        ),
+        diffusion=DIFF,
     )
     for k, m in enumerate((base, sr1, sr2)):
         _randomise(m, 100 * k)
@@ -41,7 +49,13 @@ def test_shapes_dtypes_and_seeds(stages, mode):
     assert out.min() >= -1 and out.max() <= 1
     np.testing.assert_array_equal(two.sample(labels=[0, 1, 2], seed=1), out)
     assert not np.allclose(two.sample(labels=[0, 1, 2], seed=2), out)
-    three = CascadeSampler([base, sr1, sr2], aug_levels=[10, 5], mode=mode, num_steps=4, sampler=["ddpm", "ddim", "ddpm"])
+    three = CascadeSampler(
+        [base, sr1, sr2],
+        aug_levels=[10, 5],
+        mode=mode,
+        num_steps=4,
+        sampler=["ddpm", "ddim", "ddpm"],
+    )
     final, all_stages = three.sample(num_images=2, seed=0, output="uint8", return_all_stages=True)
     assert final.shape == (2, 16, 16, 3) and final.dtype == np.uint8
     assert [a.shape[1] for a in all_stages] == [4, 8, 16]
@@ -77,7 +91,9 @@ def test_sweep_reuses_low_res(stages):
     assert set(res) == {"low_res", 0, 10, 40}
     assert res[0].shape == (2, 8, 8, 3)
     assert not np.allclose(res[0], res[40])
-    direct = sr1.sample(res["low_res"], np.array([0, 1]), aug_level=10, num_steps=3, seed=c._seed(0, 0, 1))
+    direct = sr1.sample(
+        res["low_res"], np.array([0, 1]), aug_level=10, num_steps=3, seed=c._seed(0, 0, 1)
+    )
     np.testing.assert_array_equal(direct, res[10])
 
 
@@ -85,8 +101,14 @@ def test_chain_errors(stages):
     base, sr1, sr2 = stages
     with pytest.raises(ValueError, match="do not chain"):
         CascadeSampler([base, sr2])
-    other = DiffusionModel(UNet(**micro_network_config(image_size=4, channel_mult=(1,), attention_resolutions=(), num_classes=5))
-                           , diffusion=DIFF)
+    other = DiffusionModel(
+        UNet(
+            **micro_network_config(
+                image_size=4, channel_mult=(1,), attention_resolutions=(), num_classes=5
+            )
+        ),
+        diffusion=DIFF,
+    )
     with pytest.raises(ValueError, match="classes"):
         CascadeSampler([other, sr1])
     with pytest.raises(ValueError, match="first stage"):
@@ -103,20 +125,32 @@ def test_chain_errors(stages):
 
 def test_guidance_runs_for_label_dropout_stage():
     keras.utils.set_random_seed(1)
-    m = DiffusionModel(UNet(**micro_network_config(image_size=4, channel_mult=(1,), attention_resolutions=())),
-                       diffusion=DIFF, label_dropout=0.2)
+    m = DiffusionModel(
+        UNet(**micro_network_config(image_size=4, channel_mult=(1,), attention_resolutions=())),
+        diffusion=DIFF,
+        label_dropout=0.2,
+    )
     _randomise(m, 7)
     a = m.sample(np.array([0, 1]), num_steps=3, seed=0, guidance_scale=1.0)
     b = m.sample(np.array([0, 1]), num_steps=3, seed=0, guidance_scale=3.0)
     assert a.shape == b.shape and not np.allclose(a, b)
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="torch runs eagerly under no_grad: nothing is traced")
+@pytest.mark.skipif(
+    BACKEND == "torch", reason="torch runs eagerly under no_grad: nothing is traced"
+)
 def test_no_recompilation_between_calls(stages):
     base, _, _ = stages
     base.sample(np.array([0, 1]), num_steps=4, seed=0)
-    sampler = base.stage_sampler(num_steps=4, sampler="ddpm", eta=0.0, clip_denoised=True,
-                                 guidance_scale=1.0, use_ema=True, stop_at=0)
+    sampler = base.stage_sampler(
+        num_steps=4,
+        sampler="ddpm",
+        eta=0.0,
+        clip_denoised=True,
+        guidance_scale=1.0,
+        use_ema=True,
+        stop_at=0,
+    )
     assert sampler.trace_count == 1
     base.sample(np.array([2, 0]), num_steps=4, seed=5)
     assert sampler.trace_count == 1

@@ -1,0 +1,60 @@
+"""Runs the linter and the default test suite on JAX, TensorFlow and PyTorch.
+
+    python tools/run_tests.py            # all three backends
+    python tools/run_tests.py torch -x   # one backend, extra pytest flags
+
+Each backend runs in its own process (the backend is fixed at import).
+Exits non-zero if ruff or any backend fails.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKENDS = ("jax", "tensorflow", "torch")
+
+
+def main(argv):
+    backends = [a for a in argv if a in BACKENDS] or list(BACKENDS)
+    extra = [a for a in argv if a not in BACKENDS]
+    failed = []
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT)
+    if lint.returncode:
+        failed.append("ruff")
+    totals = {"passed": 0, "failed": 0, "skipped": 0}
+    for backend in backends:
+        start = time.time()
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+        print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-rs", *extra],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        sys.stdout.write(proc.stdout[-20000:])
+        sys.stderr.write(proc.stderr[-5000:])
+        for key in totals:
+            m = re.search(
+                rf"(\d+) {key}", proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+            )
+            totals[key] += int(m.group(1)) if m else 0
+        if proc.returncode:
+            failed.append(backend)
+            if "failed" not in proc.stdout.splitlines()[-1:][0] if proc.stdout.strip() else True:
+                totals["failed"] += 1  # a crash or collection error counts as a failure
+        print(
+            f"===== {backend}: {time.time() - start:.0f} s, exit {proc.returncode} =====",
+            flush=True,
+        )
+    print(f"\nbackends: {', '.join(backends)}; failing: {', '.join(failed) or 'none'}")
+    print(f"{totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
