@@ -210,6 +210,10 @@ def main(stage, argv=None):
             jit_compile="auto" if keras.backend.backend() != "torch" else False,
         )
     dataset = build_dataset(model, args, batch)
+    if initial_epoch:
+        # The input pipeline is deterministic given the seed: skipping the
+        # batches already consumed resumes on exactly the next batch.
+        dataset = dataset.skip(initial_epoch * every)
     epochs = -(-steps // every)
     callbacks = [Checkpoint(output_dir, args.sample_every, min(model.num_classes, 10))]
     if keras.backend.backend() == "tensorflow":

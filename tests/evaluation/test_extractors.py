@@ -1,0 +1,45 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_cdm import evaluation as ev
+
+
+def test_inception_v3_runs_without_weights():
+    extractor = ev.inception_v3(weights=None)
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    feats, probs = extractor(images)
+    assert feats.shape == (2, 2048) and probs.shape == (2, 1000)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+
+
+def test_sample_checks_and_extractor_mismatch():
+    keras.utils.set_random_seed(0)
+    extractor = ev.classifier_extractor(ev.small_classifier(16, 3, width=16), name="clf")
+    images = np.random.default_rng(0).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    labels = np.arange(40) % 3
+    with pytest.raises(ValueError, match="uint8"):
+        extractor(images.astype("float32"))
+    with pytest.raises(ValueError, match=r"\(n, h, w, 3\)"):
+        extractor(images[..., :1])
+    stats, _ = ev.feature_statistics(extractor, images)
+    with pytest.raises(ValueError, match="recompute the reference"):
+        ev.evaluate_samples(extractor, images, labels, (stats.mean, stats.covariance, "other"))
+    feats, _ = extractor(images)
+    with pytest.warns(UserWarning, match="singular"):
+        result = ev.evaluate_samples(
+            extractor, images, labels, (stats.mean, stats.covariance, "clf"), feats, labels
+        )
+    assert abs(result["fid"]) < 1e-6
+    assert result["precision"] == 1.0 and result["recall"] == 1.0
+    assert set(result["fid_per_class"]) == {0, 1, 2}
+
+
+def test_classification_accuracy_score_learns_separable_data():
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 2
+    images = np.where(labels[:, None, None, None] == 1, 220, 30).astype(np.uint8)
+    images = np.broadcast_to(images, (60, 8, 8, 3)).copy()
+    images = np.clip(images + rng.integers(-20, 20, images.shape), 0, 255).astype(np.uint8)
+    acc = ev.classification_accuracy_score(images, labels, images, labels, 2, epochs=5)
+    assert acc["top1"] > 0.9

@@ -1,0 +1,89 @@
+"""Every recipe's --smoke run, and kill-and-resume, on the torch backend
+(the recipes' code path is backend-agnostic; torch runs it fastest in eager)."""
+
+import csv
+import importlib
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND
+from conftest import to_numpy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "recipes"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+pytestmark = pytest.mark.skipif(
+    BACKEND != "torch", reason="recipes run once per CI pass, from the torch run"
+)
+
+STAGES = ["base32", "sr32to64", "sr64to128", "sr64to256", "base16", "sr16to64", "sr16to32"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_train_recipe_smoke(stage, tmp_path):
+    module = importlib.import_module(f"train_{stage}")
+    assert f"recipes/train_{stage}.py" in module.__doc__
+    common = importlib.import_module("common")
+    final = common.main(stage, ["--smoke", "--output_dir", str(tmp_path)])
+    assert os.path.exists(final)
+    assert os.path.exists(tmp_path / "samples_final.png")
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [2, 4]
+
+
+def test_resume_continues_exactly(tmp_path):
+    common = importlib.import_module("common")
+    args = ["--smoke", "--checkpoint_every", "2", "--seed", "3"]
+    full = common.main("base16", args + ["--train_steps", "4", "--output_dir", str(tmp_path / "a")])
+    # A run stopped after its first checkpoint (as if killed), then resumed.
+    common.main("base16", args + ["--train_steps", "2", "--output_dir", str(tmp_path / "b")])
+    resumed = common.main(
+        "base16", args + ["--train_steps", "4", "--resume", "--output_dir", str(tmp_path / "b")]
+    )
+    assert json.load(open(tmp_path / "b" / "checkpoint.json"))["step"] == 4
+    rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    a, b = keras.saving.load_model(full), keras.saving.load_model(resumed)
+    for wa, wb in zip(
+        a.network.weights + a.ema_network.weights, b.network.weights + b.ema_network.weights
+    ):
+        np.testing.assert_allclose(to_numpy(wa), to_numpy(wb), atol=1e-5)
+
+
+def test_sample_and_sweep_tools(tmp_path):
+    common = importlib.import_module("common")
+    base = common.main("base16", ["--smoke", "--output_dir", str(tmp_path / "base")])
+    sr = common.main("sr16to32", ["--smoke", "--output_dir", str(tmp_path / "sr")])
+    sample = importlib.import_module("sample_cascade")
+    grid, npz = sample.main(
+        [base, sr, "--smoke", "--aug_levels", "10", "--output_dir", str(tmp_path / "s")]
+    )
+    data = np.load(npz)
+    assert data["images"].shape == (2, 32, 32, 3) and data["images"].dtype == np.uint8
+    sweep = importlib.import_module("sweep_aug_levels")
+    sweep.main(
+        [
+            base,
+            sr,
+            "--levels",
+            "0",
+            "20",
+            "--num_steps",
+            "2",
+            "--num_images",
+            "2",
+            "--output_dir",
+            str(tmp_path / "w"),
+        ]
+    )
+    assert sorted(os.listdir(tmp_path / "w")) == [
+        "grid_s0000.png",
+        "grid_s0020.png",
+        "samples_s0000.npz",
+        "samples_s0020.npz",
+    ]
