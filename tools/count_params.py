@@ -1,0 +1,31 @@
+"""Prints the parameter count of every network preset.
+
+    python tools/count_params.py [--tiny]
+
+Networks are built on the abstract level (no weights are run), so even the
+paper presets count in seconds.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras_cdm  # noqa: E402
+from keras_cdm.networks.presets import PRESETS  # noqa: E402
+
+
+def main(argv):
+    show_small = "--tiny" in argv
+    for name in sorted(PRESETS):
+        if name.endswith(("_tiny", "_small")) != show_small:
+            continue
+        cls = (
+            keras_cdm.SuperResUNet if "low_res_size" in PRESETS[name]["network"] else keras_cdm.UNet
+        )
+        net = cls.from_preset(name)
+        print(f"{name:20s} {net.count_params():>14,d}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
