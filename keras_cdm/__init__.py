@@ -2,6 +2,7 @@
 
 from keras_cdm import data
 from keras_cdm import layers
+from keras_cdm import utils
 from keras_cdm.diffusion import GaussianDiffusion
 from keras_cdm.diffusion import get_beta_schedule
 from keras_cdm.diffusion import space_timesteps
@@ -23,5 +24,6 @@ __all__ = [
     "data",
     "get_beta_schedule",
     "layers",
+    "utils",
     "space_timesteps",
 ]

@@ -87,3 +87,10 @@ def test_sample_and_sweep_tools(tmp_path):
         "samples_s0000.npz",
         "samples_s0020.npz",
     ]
+
+
+def test_evaluate_recipe_smoke(tmp_path):
+    evaluate = importlib.import_module("evaluate")
+    result = evaluate.main(["smoke", "--output", str(tmp_path)])
+    assert np.isfinite(result["fid"]) and 0.0 <= result["precision"] <= 1.0
+    assert os.path.exists(tmp_path / "metrics.json")
