@@ -1,0 +1,54 @@
+"""Data parallelism: JAX keras.distribution over 4 simulated CPU devices."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import BACKEND
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_SCRIPT = r"""
+import numpy as np, keras, jax
+import keras_cdm
+assert len(jax.devices()) == 4, jax.devices()
+cfg = dict(image_size=8, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+           attention_resolutions=(4,), num_heads=2, num_classes=3, norm_groups=4)
+rng = np.random.default_rng(0)
+x = np.tanh(rng.normal(size=(16, 8, 8, 3))).astype("float32")
+y = (np.arange(16) % 3).astype("int32")
+
+def run(distribution):
+    keras.distribution.set_distribution(distribution)
+    keras.utils.set_random_seed(0)
+    model = keras_cdm.DiffusionModel(keras_cdm.UNet(**cfg), diffusion={"num_timesteps": 100}, seed=1)
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    hist = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    kernel = keras.ops.convert_to_numpy(model.network.weights[-2].value)
+    return np.array(hist.history["loss"]), kernel
+
+single = run(None)
+parallel = run(keras.distribution.DataParallel())
+print("losses", single[0], parallel[0])
+np.testing.assert_allclose(parallel[0], single[0], rtol=1e-4)
+np.testing.assert_allclose(parallel[1], single[1], atol=1e-5)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX keras.distribution test")
+def test_jax_data_parallel_matches_single_device(tmp_path):
+    script = tmp_path / "dp.py"
+    script.write_text(_SCRIPT)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        PYTHONPATH=ROOT,
+        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "ok" in proc.stdout
