@@ -58,3 +58,21 @@ def _compile_jax(fn, read_variables, state_variables):
         return out
 
     return run
+
+
+def replica_context():
+    """`(replica index, number of replicas)` of the running training step.
+
+    Only TensorFlow `tf.distribute` runs one copy of the step per replica, each
+    reading the same (mirrored) seed state; JAX `keras.distribution` is one
+    global program and PyTorch DDP seeds each process itself, so they are
+    `(0, 1)`.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 0, 1
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return 0, 1
+    return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync

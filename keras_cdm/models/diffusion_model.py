@@ -2,6 +2,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cdm.backend import replica_context
 from keras_cdm.diffusion.gaussian_diffusion import GaussianDiffusion
 from keras_cdm.networks.presets import get_preset
 from keras_cdm.networks.unet import UNet
@@ -253,10 +254,23 @@ class DiffusionModel(keras.Model):
                 f"Expected float {name} scaled to [-1, 1]. Received: dtype={images.dtype}"
             )
 
+    def _draw(self, fn, shape, **kwargs):
+        """Draws `fn(shape)` from the model's seed, distinct per replica.
+
+        Under `tf.distribute` every replica reads the same seed state, so
+        each draws the numbers of all replicas and keeps its own slice.
+        """
+        replica, replicas = replica_context()
+        if replicas == 1:
+            return fn(shape, seed=self.seed_generator, **kwargs)
+        batch = shape[0]
+        full = fn((replicas * batch,) + tuple(shape[1:]), seed=self.seed_generator, **kwargs)
+        return full[replica * batch : (replica + 1) * batch]
+
     def _drop_labels(self, labels, training):
         if not training or self.label_dropout == 0.0:
             return labels
-        u = keras.random.uniform(ops.shape(labels), seed=self.seed_generator)
+        u = self._draw(keras.random.uniform, tuple(ops.shape(labels)))
         return ops.where(u < self.label_dropout, self.num_classes, labels)
 
     def _network_inputs(self, x_t, t, labels, extra, training):
@@ -265,10 +279,14 @@ class DiffusionModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         images, labels, extra = self._unpack_batch(x, y)
         batch = ops.shape(images)[0]
-        t = keras.random.randint(
-            (batch,), 0, self.diffusion.num_timesteps, dtype="int32", seed=self.seed_generator
+        t = self._draw(
+            keras.random.randint,
+            (batch,),
+            minval=0,
+            maxval=self.diffusion.num_timesteps,
+            dtype="int32",
         )
-        noise = keras.random.normal(ops.shape(images), seed=self.seed_generator)
+        noise = self._draw(keras.random.normal, tuple(ops.shape(images)))
         x_t = self.diffusion.q_sample(images, t, noise)
         labels = self._drop_labels(labels, training)
         inputs = self._network_inputs(x_t, t, labels, extra, training)

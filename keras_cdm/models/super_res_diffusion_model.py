@@ -160,16 +160,16 @@ class SuperResDiffusionModel(DiffusionModel):
         batch = ops.shape(low_res)[0]
         if self.augmentation == "gaussian":
             lo, hi = self.aug_level_range
-            s = keras.random.randint((batch,), lo, hi + 1, dtype="int32", seed=self.seed_generator)
-            eps = keras.random.normal(ops.shape(low_res), seed=self.seed_generator)
+            s = self._draw(keras.random.randint, (batch,), minval=lo, maxval=hi + 1, dtype="int32")
+            eps = self._draw(keras.random.normal, tuple(ops.shape(low_res)))
             low_res = self.low_res_diffusion.q_sample_augmentation(low_res, s, eps)
             return {"low_res": low_res, "aug_level": s}
         s = ops.zeros((batch,), dtype="int32")
         if self.augmentation == "blur":
             lo, hi = self.blur_sigma_range
-            sigma = keras.random.uniform((batch,), lo, hi, seed=self.seed_generator)
+            sigma = self._draw(keras.random.uniform, (batch,), minval=lo, maxval=hi)
             blurred = per_example_gaussian_blur(low_res, sigma, self.blur_kernel_size)
-            apply = keras.random.uniform((batch,), seed=self.seed_generator) < self.blur_probability
+            apply = self._draw(keras.random.uniform, (batch,)) < self.blur_probability
             low_res = ops.where(ops.reshape(apply, (-1, 1, 1, 1)), blurred, low_res)
         return {"low_res": low_res, "aug_level": s}
 

@@ -52,3 +52,44 @@ def test_jax_data_parallel_matches_single_device(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "ok" in proc.stdout
+
+
+_TF_SCRIPT = r"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np, keras
+import keras_cdm
+cfg = dict(image_size=8, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+           attention_resolutions=(4,), num_heads=2, num_classes=3, norm_groups=4)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = keras_cdm.DiffusionModel(keras_cdm.UNet(**cfg), diffusion={"num_timesteps": 100}, seed=1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+
+@tf.function
+def draw():
+    return model._draw(keras.random.normal, (2, 3))
+
+per_replica = strategy.experimental_local_results(strategy.run(draw))
+a, b = (np.asarray(v) for v in per_replica)
+assert not np.allclose(a, b), "replicas drew identical noise"
+rng = np.random.default_rng(0)
+x = np.tanh(rng.normal(size=(16, 8, 8, 3))).astype("float32")
+y = (np.arange(16) % 3).astype("int32")
+hist = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+assert np.isfinite(hist.history["loss"]).all()
+print("ok", hist.history["loss"])
+"""
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow tf.distribute test")
+def test_tf_mirrored_strategy_trains_with_distinct_replica_noise(tmp_path):
+    script = tmp_path / "mirrored.py"
+    script.write_text(_TF_SCRIPT)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "ok" in proc.stdout
