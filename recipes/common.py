@@ -86,15 +86,46 @@ def stage_settings(stage, args):
 
 
 def configure_devices():
-    """Data parallelism over every local accelerator, per backend's own engine."""
+    """Data parallelism over every local accelerator, per backend's own engine.
+
+    Returns `(description, scope)`: build and compile the model inside `scope`.
+    JAX: `keras.distribution.DataParallel` over all devices (multi-host after
+    `keras.distribution.initialize()`, which reads the usual JAX coordinator
+    environment). TensorFlow: `TPUStrategy` on a TPU, `MultiWorkerMirroredStrategy`
+    when `TF_CONFIG` is set, `MirroredStrategy` over several GPUs.
+    PyTorch: one device (DDP is not wired into the recipes yet).
+    """
+    import contextlib
+
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
+        if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+            keras.distribution.initialize()
         if len(jax.devices()) > 1:
             keras.distribution.set_distribution(keras.distribution.DataParallel())
-            return f"jax DataParallel over {len(jax.devices())} devices"
-    return f"{backend} on one device"
+            return f"jax DataParallel over {len(jax.devices())} devices", contextlib.nullcontext()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        strategy = None
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            strategy = tf.distribute.TPUStrategy(resolver)
+        except (ValueError, tf.errors.NotFoundError):
+            if os.environ.get("TF_CONFIG"):
+                strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            elif len(tf.config.list_logical_devices("GPU")) > 1:
+                strategy = tf.distribute.MirroredStrategy()
+        if strategy is not None:
+            return (
+                f"tf {type(strategy).__name__} over {strategy.num_replicas_in_sync} replicas",
+                strategy.scope(),
+            )
+    return f"{backend} on one device", contextlib.nullcontext()
 
 
 def build_model(stage, preset, args):
@@ -184,6 +215,14 @@ def write_sample_grid(model, path, num_classes, per_class=4, num_steps=50):
         return save_class_grid(path, out, labels, extra_stages=[lo])
     out = model.sample(labels, num_steps=num_steps, seed=0)
     return save_class_grid(path, out, labels)
+
+
+def _restore_optimizer(model, ckpt):
+    """Loads the optimizer state of a checkpoint into a freshly compiled model."""
+    saved = keras.saving.load_model(ckpt)
+    model.optimizer.build(model.trainable_variables)
+    for var, value in zip(model.optimizer.variables, saved.optimizer.variables):
+        var.assign(value)
 
 
 def main(stage, argv=None):

@@ -310,3 +310,15 @@ def test_save_here_load_in_other_backends(tmp_path, trained_base):
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         np.testing.assert_allclose(np.load(out_path), expected, atol=1e-4)
+
+
+def test_variational_bound_in_bits_per_dim():
+    keras.utils.set_random_seed(0)
+    net = UNet(**micro_network_config(learn_sigma=True))
+    model = DiffusionModel(net, diffusion=dict(DIFFUSION, num_timesteps=20))
+    x, y = batch(n=2)
+    x = np.round((x + 1) * 127.5) / 127.5 - 1  # on the 8-bit grid
+    bpd = model.compute_bpd(x, y)
+    assert bpd.shape == (2,) and np.all(np.isfinite(bpd)) and np.all(bpd > 0)
+    sr = make_sr()
+    assert np.all(np.isfinite(sr.compute_bpd(x[:, :, :, :], y)))
