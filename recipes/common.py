@@ -158,7 +158,7 @@ def build_dataset(model, args, batch):
         data_dir=args.data_dir,
         resolution=size,
         seed=args.seed,
-        num_images=min(args.num_synthetic, 64) if args.smoke else args.num_synthetic,
+        num_images=min(args.num_synthetic, 16) if args.smoke else args.num_synthetic,
     )
     if source.num_classes > model.num_classes:
         raise ValueError(
@@ -217,44 +217,43 @@ def write_sample_grid(model, path, num_classes, per_class=4, num_steps=50):
     return save_class_grid(path, out, labels)
 
 
-def _restore_optimizer(model, ckpt):
-    """Loads the optimizer state of a checkpoint into a freshly compiled model."""
-    saved = keras.saving.load_model(ckpt)
-    model.optimizer.build(model.trainable_variables)
-    for var, value in zip(model.optimizer.variables, saved.optimizer.variables):
-        var.assign(value)
-
-
 def main(stage, argv=None):
     args = parse_args(stage, argv)
     keras.utils.set_random_seed(args.seed)
     preset, batch, steps, every = stage_settings(stage, args)
     output_dir = args.output_dir or os.path.join("runs", f"{stage}_{args.preset}")
     os.makedirs(output_dir, exist_ok=True)
+    devices, scope = configure_devices()
     print(
         f"[keras_cdm] {stage}: preset={preset} batch={batch} steps={steps} "
-        f"backend={keras.backend.backend()} ({configure_devices()}) -> {output_dir}"
+        f"backend={keras.backend.backend()} ({devices}) -> {output_dir}"
     )
     ckpt = os.path.join(output_dir, "checkpoint.keras")
     initial_epoch = 0
-    if args.resume and os.path.exists(ckpt):
-        model = keras.saving.load_model(ckpt)
-        with open(os.path.join(output_dir, "checkpoint.json")) as f:
-            initial_epoch = json.load(f)["epoch"]
-        print(f"[keras_cdm] resumed at step {initial_epoch * every}")
-    else:
-        model = build_model(stage, preset, args)
-        model.compile(
-            optimizer=keras.optimizers.Adam(args.learning_rate),
-            jit_compile="auto" if keras.backend.backend() != "torch" else False,
-        )
+    with scope:
+        if args.resume and os.path.exists(ckpt):
+            # The checkpoint holds raw and EMA weights, optimizer state, step
+            # counter (optimizer.iterations) and the model's RNG state.
+            model = keras.saving.load_model(ckpt)
+            with open(os.path.join(output_dir, "checkpoint.json")) as f:
+                initial_epoch = json.load(f)["epoch"]
+            print(f"[keras_cdm] resumed at step {initial_epoch * every}")
+        else:
+            model = build_model(stage, preset, args)
+            # torch.compile takes minutes on CPU for no gain; XLA cannot place
+            # the mirrored seed state of tf.distribute strategies.
+            jit = "auto"
+            if keras.backend.backend() == "torch" or "Strategy" in devices:
+                jit = False
+            model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), jit_compile=jit)
     dataset = build_dataset(model, args, batch)
     if initial_epoch:
         # The input pipeline is deterministic given the seed: skipping the
         # batches already consumed resumes on exactly the next batch.
         dataset = dataset.skip(initial_epoch * every)
     epochs = -(-steps // every)
-    callbacks = [Checkpoint(output_dir, args.sample_every, min(model.num_classes, 10))]
+    num_classes = min(model.num_classes, 10)
+    callbacks = [Checkpoint(output_dir, args.sample_every, num_classes)]
     if keras.backend.backend() == "tensorflow":
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(output_dir, "tb"), update_freq="epoch")
@@ -272,9 +271,9 @@ def main(stage, argv=None):
     grid = write_sample_grid(
         model,
         os.path.join(output_dir, "samples_final.png"),
-        min(model.num_classes, 10),
-        per_class=2 if args.smoke else 4,
-        num_steps=5 if args.smoke else 50,
+        2 if args.smoke else num_classes,
+        per_class=1 if args.smoke else 4,
+        num_steps=2 if args.smoke else 50,
     )
     print(f"[keras_cdm] wrote {final} and {grid}")
     return final

@@ -43,3 +43,56 @@ def test_classification_accuracy_score_learns_separable_data():
     images = np.clip(images + rng.integers(-20, 20, images.shape), 0, 255).astype(np.uint8)
     acc = ev.classification_accuracy_score(images, labels, images, labels, 2, epochs=5)
     assert acc["top1"] > 0.9
+
+
+_FEATURES_SCRIPT = r"""
+import sys, numpy as np, keras
+from keras_cdm import evaluation as ev
+extractor = ev.classifier_extractor(keras.saving.load_model(sys.argv[1]), name="clf")
+images = np.load(sys.argv[2])
+stats, _ = ev.feature_statistics(extractor, images)
+np.savez(sys.argv[3], features=extractor(images)[0], mu=stats.mean, sigma=stats.covariance)
+"""
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="runs once per CI pass, from the torch run, spawning JAX and TF",
+)
+def test_features_agree_across_backends(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    keras.utils.set_random_seed(0)
+    model = ev.small_classifier(16, 3, width=8)
+    path = str(tmp_path / "clf.keras")
+    model.save(path)
+    images = np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    (tmp_path / "feats.py").write_text(_FEATURES_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    results = {}
+    for backend in ("jax", "tensorflow", "torch"):
+        out = tmp_path / f"{backend}.npz"
+        env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=root)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(tmp_path / "feats.py"),
+                path,
+                str(tmp_path / "images.npy"),
+                str(out),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[backend] = np.load(out)
+    for backend in ("jax", "tensorflow"):
+        np.testing.assert_allclose(
+            results[backend]["features"], results["torch"]["features"], atol=1e-4
+        )
+        np.testing.assert_allclose(results[backend]["mu"], results["torch"]["mu"], atol=1e-4)
