@@ -25,8 +25,8 @@ from keras_cdm.utils.images import save_npz  # noqa: E402
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output_dir", default="runs/demo")
-    p.add_argument("--base_steps", type=int, default=1500)
-    p.add_argument("--sr_steps", type=int, default=400)
+    p.add_argument("--base_steps", type=int, default=1200)
+    p.add_argument("--sr_steps", type=int, default=200)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--aug_level", type=int, default=100, help="s for the SR stage (of 1000)")
     p.add_argument("--seed", type=int, default=0)

@@ -71,11 +71,11 @@ def measure(preset, batch, steps):
 
     n = steps + 2
     if sr:
-        model.sample(x[:batch, :lo, :lo], labels, num_steps=2, seed=0)  # warm-up
+        model.sample(x[:batch, :lo, :lo], labels, num_steps=n, seed=1)  # compiles
         t0 = time.perf_counter()
         model.sample(x[:batch, :lo, :lo], labels, num_steps=n, seed=0)
     else:
-        model.sample(labels, num_steps=2, seed=0)
+        model.sample(labels, num_steps=n, seed=1)  # compiles
         t0 = time.perf_counter()
         model.sample(labels, num_steps=n, seed=0)
     per_step = (time.perf_counter() - t0) / n
