@@ -45,7 +45,8 @@ def main(argv):
             totals[key] += int(m.group(1)) if m else 0
         if proc.returncode:
             failed.append(backend)
-            if "failed" not in proc.stdout.splitlines()[-1:][0] if proc.stdout.strip() else True:
+            last = proc.stdout.strip().splitlines()[-1:] or [""]
+            if "failed" not in last[0]:
                 totals["failed"] += 1  # a crash or collection error counts as a failure
         print(
             f"===== {backend}: {time.time() - start:.0f} s, exit {proc.returncode} =====",

@@ -136,6 +136,12 @@ class GaussianDiffusion:
         self.posterior_mean_coef2 = (
             (1.0 - self.alphas_cumprod_prev) * np.sqrt(self.alphas) / (1.0 - self.alphas_cumprod)
         )
+        self.log_betas = np.log(betas)
+        # fixed_large uses β_t, with β̃_1 at t = 0 (as Improved DDPM) so the
+        # t = 0 decoder likelihood stays finite.
+        self.fixed_large_variance = (
+            np.append(self.posterior_variance[1], betas[1:]) if self.num_timesteps > 1 else betas
+        )
         # ᾱ indexed by the conditioning-augmentation level s in {0, ..., T}
         # (paper's 1-indexed convention): s = 0 is the clean image.
         self.aug_alphas_cumprod = np.append(1.0, self.alphas_cumprod)
@@ -334,22 +340,15 @@ class GaussianDiffusion:
         mean_out, var_out = self.split_model_output(model_output, x_t.shape[-1])
         if self.var_type == "learned_range":
             min_log = self._extract(self.posterior_log_variance_clipped, t, x_t)
-            max_log = self._extract(np.log(self.betas), t, x_t)
+            max_log = self._extract(self.log_betas, t, x_t)
             frac = (var_out + 1.0) / 2.0
             log_variance = frac * max_log + (1.0 - frac) * min_log
             variance = ops.exp(log_variance)
         else:
             if self.var_type == "fixed_large":
-                # β̃_1 at t = 0 (as Improved DDPM) so the decoder stays finite.
-                table = np.append(self.posterior_variance[1:2], self.betas[1:])
-                table = table if self.num_timesteps > 1 else self.betas
+                table, log_table = self.fixed_large_variance, np.log(self.fixed_large_variance)
             else:
-                table = self.posterior_variance
-            log_table = (
-                np.log(table)
-                if self.var_type == "fixed_large"
-                else self.posterior_log_variance_clipped
-            )
+                table, log_table = self.posterior_variance, self.posterior_log_variance_clipped
             variance = self._extract(table, t, x_t) * ops.ones_like(x_t)
             log_variance = self._extract(log_table, t, x_t) * ops.ones_like(x_t)
 
