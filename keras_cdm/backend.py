@@ -63,12 +63,18 @@ def _compile_jax(fn, read_variables, state_variables):
 def replica_context():
     """`(replica index, number of replicas)` of the running training step.
 
-    Only TensorFlow `tf.distribute` runs one copy of the step per replica, each
-    reading the same (mirrored) seed state; JAX `keras.distribution` is one
-    global program and PyTorch DDP seeds each process itself, so they are
-    `(0, 1)`.
+    TensorFlow `tf.distribute` runs one copy of the step per replica, each
+    reading the same (mirrored) seed state; PyTorch DDP runs one process per
+    replica, each holding the same seed state. In both cases every replica
+    draws the numbers of the whole global batch and keeps its own slice (see
+    `DiffusionModel._draw`), so N replicas draw what one device would draw
+    for the global batch. JAX `keras.distribution` is one global program: `(0, 1)`.
     """
-    if keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if backend == "torch":
+        rank, world = torch_process_group()
+        return rank, world
+    if backend != "tensorflow":
         return 0, 1
     import tensorflow as tf
 
@@ -76,3 +82,61 @@ def replica_context():
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return 0, 1
     return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+
+
+def torch_process_group():
+    """`(rank, world size)` of the initialised `torch.distributed` group, else `(0, 1)`."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def setup_torch_ddp(model):
+    """Makes `model.fit` data-parallel across a `torch.distributed` process group.
+
+    Keras's PyTorch trainer computes gradients with `loss.backward()` and
+    applies them with the optimizer, outside any `DistributedDataParallel`
+    wrapper (wrapping the Keras model in DDP does not synchronise anything).
+    This function (1) broadcasts every variable of `model` from rank 0, so all
+    replicas start identical, and (2) registers a hook on each trainable
+    parameter that averages its gradient over the group as soon as
+    `backward()` has accumulated it, before the optimizer reads it. Every
+    replica then applies the same update and the weights (and the EMA copy)
+    stay identical. Each process must feed its own shard of the global batch
+    (`base_dataset(..., shard=(world, rank))`); the noise and timesteps of each
+    shard are drawn distinct per replica by the model (`replica_context`).
+
+    Call it after the model is built (and after loading a checkpoint), in
+    every process, once `torch.distributed.init_process_group` has run.
+    Returns the world size.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if keras.backend.backend() != "torch":
+        raise ValueError(
+            f"setup_torch_ddp needs the torch backend. Received: {keras.backend.backend()}"
+        )
+    rank, world = torch_process_group()
+    if world == 1:
+        return 1
+    with torch.no_grad():
+        for var in model.variables:
+            value = var._value
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                dist.broadcast(value.data, src=0)
+    if getattr(model, "_ddp_hooks", None):
+        return world
+
+    def average(param):
+        if param.grad is not None:
+            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            param.grad.div_(world)
+
+    hooks = []
+    for var in model.trainable_variables:
+        hooks.append(var._value.register_post_accumulate_grad_hook(average))
+    object.__setattr__(model, "_ddp_hooks", hooks)
+    return world

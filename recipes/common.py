@@ -45,6 +45,11 @@ def parse_args(stage, argv=None):
         help="SR stages: conditioning augmentation (default: the paper's choice)",
     )
     p.add_argument("--label_dropout", type=float, default=0.0)
+    p.add_argument(
+        "--network",
+        default=None,
+        help="JSON overrides of the preset's network, e.g. '{\"base_channels\": 16}'",
+    )
     p.add_argument("--output_dir", default=None)
     p.add_argument("--checkpoint_every", type=int, default=None, help="steps between checkpoints")
     p.add_argument(
@@ -82,6 +87,11 @@ def stage_settings(stage, args):
     batch = args.batch_size or batch
     steps = args.train_steps or steps
     every = args.checkpoint_every or max(1, min(1000, steps // 2 if args.smoke else 1000))
+    # `fit` runs whole epochs of `every` steps: use a divisor of `steps` so that
+    # training stops exactly at `steps`.
+    every = min(every, steps)
+    while steps % every:
+        every -= 1
     return preset, batch, steps, every
 
 
@@ -134,7 +144,9 @@ def build_model(stage, preset, args):
         kwargs["ema_decay"] = args.ema_decay
     elif args.smoke or args.preset == "tiny":
         kwargs["ema_decay"] = 0.999
-    network_overrides = {}
+    network_overrides = json.loads(args.network) if args.network else {}
+    if not isinstance(network_overrides, dict):
+        raise ValueError(f"--network must be a JSON object. Received: {args.network!r}")
     if args.mixed_precision:
         network_overrides["dtype"] = args.mixed_precision
     if "low_res_size" in get_preset(preset)["network"]:

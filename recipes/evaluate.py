@@ -34,8 +34,17 @@ def load_images(dataset, split, resolution, limit, data_dir=None):
     source = keras_cdm.data.resolve_source(
         dataset, data_dir=data_dir, split=split, resolution=resolution, num_images=limit or 2000
     )
+    # A limited subset is a random one (folders and TFDS list images by class).
     ds = keras_cdm.data.base_dataset(
-        source, resolution, 256, shuffle=False, repeat=False, flip=False, drop_remainder=False
+        source,
+        resolution,
+        256,
+        shuffle=bool(limit),
+        repeat=False,
+        flip=False,
+        drop_remainder=False,
+        seed=0,
+        shuffle_buffer=60_000,
     )
     images, labels = [], []
     for x, y in ds:
@@ -68,6 +77,7 @@ def main(argv=None):
     p.add_argument("--reference", default=None)
     p.add_argument("--real_features", default=None, help="optional .npz with real features/labels")
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--width", type=int, default=64, help="train_classifier: CNN width")
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
 
@@ -82,8 +92,8 @@ def main(argv=None):
             if args.dataset != "synthetic"
             else (images[-200:], labels[-200:])
         )
-        num_classes = int(labels.max()) + 1
-        model = ev.small_classifier(args.resolution, num_classes)
+        num_classes = int(max(labels.max(), test_labels.max())) + 1
+        model = ev.small_classifier(args.resolution, num_classes, width=args.width)
         model.compile(
             optimizer=keras.optimizers.Adam(1e-3),
             loss="sparse_categorical_crossentropy",
@@ -99,7 +109,16 @@ def main(argv=None):
         )
         _, acc = model.evaluate(test_images.astype("float32") / 127.5 - 1, test_labels, verbose=0)
         model.save(args.output)
-        print(json.dumps({"classifier": args.output, "test_accuracy": float(acc)}))
+        report = {
+            "classifier": args.output,
+            "train_images": int(len(images)),
+            "epochs": args.epochs,
+            "test_images": int(len(test_images)),
+            "test_accuracy": float(acc),
+        }
+        with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
+            json.dump(report, f, indent=2)
+        print(json.dumps(report))
         return args.output
     extractor = get_extractor(args.extractor, args.inception_weights)
     if args.command == "reference":

@@ -20,7 +20,8 @@ def _check_resolution(source, resolution, allow_upsampling):
 
 
 def preprocess_image(image, resolution, crop="center", flip=False, seed=None):
-    """Square crop, anti-aliased resize, optional flip; float32 in [-1, 1]."""
+    """Square crop, anti-aliased resize (box filter for integer factors), optional
+    flip; float32 in [-1, 1]."""
     import tensorflow as tf
 
     shape = tf.shape(image)
@@ -34,7 +35,21 @@ def preprocess_image(image, resolution, crop="center", flip=False, seed=None):
     image = tf.cast(image, tf.float32)
 
     def resize():
-        return tf.image.resize(image, (resolution, resolution), method="bilinear", antialias=True)
+        # An integer downsampling factor uses the box filter (area average),
+        # exactly how `super_res_dataset` makes an SR stage's conditioning, so
+        # a base stage learns the very images the next stage is conditioned on.
+        # Other factors (and upsampling) use anti-aliased bilinear resizing.
+        def area():
+            return tf.image.resize(image, (resolution, resolution), method="area")
+
+        def bilinear():
+            return tf.image.resize(
+                image, (resolution, resolution), method="bilinear", antialias=True
+            )
+
+        exact = tf.logical_and(side > resolution, tf.equal(side % resolution, 0))
+        out = tf.cond(exact, area, bilinear)
+        return tf.ensure_shape(out, (resolution, resolution, 3))
 
     static_side = image.shape[0] if image.shape[0] == image.shape[1] else None
     if static_side is not None:

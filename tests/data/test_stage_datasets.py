@@ -109,3 +109,19 @@ def test_tfds_source_with_mock_data():
         src = data.from_tfds("cifar10", split="train", download=False)
         assert src.num_classes == 10
         _check_sr_batch(data.super_res_dataset(src, 16, 32, 4), 16, 32, 10)
+
+
+def test_base_stage_matches_super_res_conditioning():
+    # A base stage trained at 16 must see exactly the 16x16 images a 16->32
+    # stage is conditioned on (box filter), not a differently filtered resize.
+    images, labels = data.synthetic_shapes(8, 32, seed=3)
+    source = data.from_arrays(images, labels)
+    kw = dict(shuffle=False, repeat=False, flip=False)
+    base = next(iter(data.base_dataset(source, 16, 8, **kw)))[0]
+    sr = next(iter(data.super_res_dataset(source, 16, 32, 8, **kw)))[0]
+    np.testing.assert_allclose(np.asarray(base), np.asarray(sr["low_res"]), atol=1e-5)
+    boxed = images.astype("float64").reshape(8, 16, 2, 16, 2, 3).mean(axis=(2, 4)) / 127.5 - 1
+    np.testing.assert_allclose(np.asarray(base), boxed, atol=1e-5)
+    # A non-integer factor still resizes (anti-aliased bilinear) to the size asked.
+    odd = next(iter(data.base_dataset(source, 12, 8, **kw)))[0]
+    assert odd.shape == (8, 12, 12, 3)

@@ -120,3 +120,52 @@ def test_evaluate_recipe_smoke(tmp_path):
     result = evaluate.main(["smoke", "--output", str(tmp_path)])
     assert np.isfinite(result["fid"]) and 0.0 <= result["precision"] <= 1.0
     assert os.path.exists(tmp_path / "metrics.json")
+
+
+def test_stage_settings_stop_exactly_and_network_overrides(tmp_path):
+    common = importlib.import_module("common")
+    for steps, every in ((7, 50), (700, 300), (350, 50)):
+        args = common.parse_args(
+            "base16",
+            ["--preset", "tiny", "--train_steps", str(steps), "--checkpoint_every", str(every)],
+        )
+        _, _, got_steps, got_every = common.stage_settings("base16", args)
+        assert got_steps == steps and got_every <= every and steps % got_every == 0
+    final = common.main(
+        "base16",
+        ["--smoke", "--train_steps", "3", "--checkpoint_every", "2"]
+        + ["--network", '{"base_channels": 8}', "--output_dir", str(tmp_path)],
+    )
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert keras.saving.load_model(final).network.get_config()["base_channels"] == 8
+    with pytest.raises(ValueError, match="JSON object"):
+        common.main("base16", ["--smoke", "--network", "[8]", "--output_dir", str(tmp_path)])
+
+
+def test_cifar10_ablation_smoke(tmp_path):
+    # A 10-class, 32x32 image folder with train/test splits stands in for CIFAR-10.
+    from PIL import Image
+
+    from keras_cdm.data import synthetic_shapes
+
+    for split, seed in (("train", 0), ("test", 1)):
+        images, labels = synthetic_shapes(40, 32, seed=seed)
+        for i, (img, lab) in enumerate(zip(images, labels)):
+            folder = tmp_path / "data" / split / f"class{lab}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(folder / f"{i}.png")
+    ablation = importlib.import_module("cifar10_ablation")
+    out = tmp_path / "out"
+    argv = ["--smoke", "--data", str(tmp_path / "data"), "--output_dir", str(out)]
+    ablation.main(argv)
+    results = json.load(open(out / "results.json"))
+    assert len(results) == 5
+    for r in results.values():
+        assert r["num_samples"] == 20 and np.isfinite(r["fid"]) and len(r["fid_halves"]) == 2
+    assert set(json.load(open(out / "sweep.json"))) == {"0", "25", "62", "125", "250"}
+    assert (out / "results.md").read_text().count("| cascade") == 3
+    # Resuming a finished run redoes nothing: the sample files are untouched.
+    before = os.path.getmtime(out / "samples" / "base32.npz")
+    ablation.main(argv)
+    assert os.path.getmtime(out / "samples" / "base32.npz") == before
