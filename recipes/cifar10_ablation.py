@@ -28,14 +28,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402
+import evaluate  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_cdm  # noqa: E402
 from keras_cdm import evaluation as ev  # noqa: E402
 from keras_cdm.utils.images import save_class_grid  # noqa: E402
-import common  # noqa: E402
-import evaluate  # noqa: E402
 
 # A few hundred thousand parameters: trains in minutes on 2 CPU cores.
 NETWORK_16 = {"base_channels": 16, "channel_mult": [1, 2, 2], "num_res_blocks": 1}
