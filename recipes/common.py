@@ -16,6 +16,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_cdm  # noqa: E402
+from keras_cdm.backend import setup_torch_ddp  # noqa: E402
+from keras_cdm.backend import torch_process_group  # noqa: E402
 from keras_cdm.networks.presets import get_preset  # noqa: E402
 
 
@@ -103,7 +105,9 @@ def configure_devices():
     `keras.distribution.initialize()`, which reads the usual JAX coordinator
     environment). TensorFlow: `TPUStrategy` on a TPU, `MultiWorkerMirroredStrategy`
     when `TF_CONFIG` is set, `MirroredStrategy` over several GPUs.
-    PyTorch: one device (DDP is not wired into the recipes yet).
+    PyTorch: under `torchrun` (`WORLD_SIZE` > 1) one process per device in a
+    `torch.distributed` group (NCCL on GPUs, gloo on CPUs), gradients averaged
+    by `keras_cdm.backend.setup_torch_ddp`; otherwise one device.
     """
     import contextlib
 
@@ -116,6 +120,18 @@ def configure_devices():
         if len(jax.devices()) > 1:
             keras.distribution.set_distribution(keras.distribution.DataParallel())
             return f"jax DataParallel over {len(jax.devices())} devices", contextlib.nullcontext()
+    if backend == "torch" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return (
+            f"torch DDP rank {dist.get_rank()} of {dist.get_world_size()}",
+            contextlib.nullcontext(),
+        )
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -162,7 +178,7 @@ def build_model(stage, preset, args):
     )
 
 
-def build_dataset(model, args, batch):
+def build_dataset(model, args, batch, shard=None):
     sr = isinstance(model, keras_cdm.SuperResDiffusionModel)
     size = model.image_size
     source = keras_cdm.data.resolve_source(
@@ -178,9 +194,17 @@ def build_dataset(model, args, batch):
         )
     if sr:
         return keras_cdm.data.super_res_dataset(
-            source, model.low_res_size, size, batch, flip=bool(args.flip), seed=args.seed
+            source,
+            model.low_res_size,
+            size,
+            batch,
+            flip=bool(args.flip),
+            seed=args.seed,
+            shard=shard,
         )
-    return keras_cdm.data.base_dataset(source, size, batch, flip=bool(args.flip), seed=args.seed)
+    return keras_cdm.data.base_dataset(
+        source, size, batch, flip=bool(args.flip), seed=args.seed, shard=shard
+    )
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -258,14 +282,22 @@ def main(stage, argv=None):
             if keras.backend.backend() == "torch" or "Strategy" in devices:
                 jit = False
             model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), jit_compile=jit)
-    dataset = build_dataset(model, args, batch)
+    rank, world = torch_process_group() if keras.backend.backend() == "torch" else (0, 1)
+    shard = None
+    if world > 1:
+        if batch % world:
+            raise ValueError(f"--batch_size {batch} must be divisible by the {world} processes.")
+        setup_torch_ddp(model)  # same start on every rank, gradients averaged
+        batch, shard = batch // world, (world, rank)
+    dataset = build_dataset(model, args, batch, shard)
     if initial_epoch:
         # The input pipeline is deterministic given the seed: skipping the
         # batches already consumed resumes on exactly the next batch.
         dataset = dataset.skip(initial_epoch * every)
     epochs = -(-steps // every)
     num_classes = min(model.num_classes, 10)
-    callbacks = [Checkpoint(output_dir, args.sample_every, num_classes)]
+    # Under DDP every rank holds the same weights; rank 0 alone writes.
+    callbacks = [Checkpoint(output_dir, args.sample_every, num_classes)] if rank == 0 else []
     if keras.backend.backend() == "tensorflow":
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(output_dir, "tb"), update_freq="epoch")
@@ -276,9 +308,11 @@ def main(stage, argv=None):
         steps_per_epoch=every,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
-        verbose=2,
+        verbose=2 if rank == 0 else 0,
     )
     final = os.path.join(output_dir, f"{stage}.keras")
+    if rank > 0:
+        return final
     model.save(final)
     grid = write_sample_grid(
         model,
