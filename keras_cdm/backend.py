@@ -84,6 +84,52 @@ def replica_context():
     return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
 
 
+def fused_group_norm(x, groups, gamma, beta, epsilon):
+    """GroupNorm of an NHWC tensor with the backend's fused kernel, or `None`.
+
+    Only PyTorch gains: its `group_norm` runs on the NCHW view of the NHWC
+    tensor (channels-last memory, no copy). XLA (JAX, TF) already fuses the
+    generic moments of `keras.layers.GroupNormalization`.
+    """
+    if keras.backend.backend() != "torch":
+        return None
+    import torch.nn.functional as F
+
+    if x.dtype != gamma.value.dtype:
+        return None
+    y = F.group_norm(x.permute(0, 3, 1, 2), groups, gamma.value, beta.value, epsilon)
+    return y.permute(0, 2, 3, 1)
+
+
+def fused_conv2d(x, kernel, strides, padding, dilation_rate):
+    """Stride-1 NHWC convolution without layout copies on PyTorch, else `None`.
+
+    `x.permute(0, 3, 1, 2)` is an NCHW view with channels-last memory, which
+    PyTorch's convolution kernels consume and produce as is; permuting the
+    output back gives a contiguous NHWC tensor.
+    """
+    if keras.backend.backend() != "torch" or len(x.shape) != 4:
+        return None
+    if tuple(strides) != (1, 1) or tuple(dilation_rate) != (1, 1):
+        return None
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    if padding == "same":
+        if kh % 2 == 0 or kw % 2 == 0:
+            return None
+        pad = (kh // 2, kw // 2)
+    elif padding == "valid":
+        pad = (0, 0)
+    else:
+        return None
+    import torch.nn.functional as F
+
+    w = kernel.value if hasattr(kernel, "value") else kernel
+    if x.dtype != w.dtype:
+        return None
+    y = F.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), padding=pad)
+    return y.permute(0, 2, 3, 1)
+
+
 def torch_process_group():
     """`(rank, world size)` of the initialised `torch.distributed` group, else `(0, 1)`."""
     import torch.distributed as dist

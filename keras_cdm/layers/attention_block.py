@@ -72,13 +72,12 @@ class AttentionBlock(keras.layers.Layer):
         y = ops.cast(self.norm(x), self.compute_dtype)
         qkv = self.qkv(ops.reshape(y, (b, n, c)))
         qkv = ops.reshape(qkv, (b, n, 3, self.heads, d))
-        q = ops.transpose(qkv[:, :, 0], (0, 2, 1, 3))
-        k = ops.transpose(qkv[:, :, 1], (0, 2, 3, 1))
-        v = ops.transpose(qkv[:, :, 2], (0, 2, 1, 3))
-        logits = ops.matmul(ops.cast(q, "float32"), ops.cast(k, "float32"))
-        weights = ops.softmax(logits / math.sqrt(d), axis=-1)
-        out = ops.matmul(ops.cast(weights, self.compute_dtype), v)
-        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (b, n, c))
+        # (batch, tokens, heads, head_dim), in float32 so that the logits and
+        # softmax are; the backend's fused attention where it has one
+        # (PyTorch scaled_dot_product_attention, jax.nn.dot_product_attention).
+        q, k, v = (ops.cast(qkv[:, :, i], "float32") for i in range(3))
+        out = ops.dot_product_attention(q, k, v, scale=1.0 / math.sqrt(d))
+        out = ops.reshape(ops.cast(out, self.compute_dtype), (b, n, c))
         return x + ops.reshape(self.proj(out), (b, h, w, c))
 
     def compute_output_shape(self, input_shape):

@@ -1,6 +1,8 @@
 import keras
 from keras import ops
 
+from keras_cdm.layers.convolution import Conv2D
+
 
 @keras.saving.register_keras_serializable(package="keras_cdm")
 class Upsample(keras.layers.Layer):
@@ -22,7 +24,7 @@ class Upsample(keras.layers.Layer):
         self.channels = channels
         self.use_conv = use_conv
         self.conv = (
-            keras.layers.Conv2D(channels, 3, padding="same", dtype=self.dtype_policy, name="conv")
+            Conv2D(channels, 3, padding="same", dtype=self.dtype_policy, name="conv")
             if use_conv
             else None
         )
@@ -70,7 +72,7 @@ class Downsample(keras.layers.Layer):
         self.channels = channels
         self.use_conv = use_conv
         self.conv = (
-            keras.layers.Conv2D(
+            Conv2D(
                 channels,
                 3,
                 strides=2,

@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_cdm.layers.convolution import Conv2D
 from keras_cdm.layers.normalization import group_norm
 
 
@@ -63,9 +64,7 @@ class ResidualBlock(keras.layers.Layer):
         self.norm_groups = norm_groups
         self.seed = seed
         policy = self.dtype_policy
-        self.conv_1 = keras.layers.Conv2D(
-            out_channels, 3, padding="same", dtype=policy, name="conv_1"
-        )
+        self.conv_1 = Conv2D(out_channels, 3, padding="same", dtype=policy, name="conv_1")
         self.emb_proj = keras.layers.Dense(
             2 * out_channels if use_scale_shift_norm else out_channels,
             dtype=policy,
@@ -74,7 +73,7 @@ class ResidualBlock(keras.layers.Layer):
         self.norm_2 = group_norm(out_channels, norm_groups, name="norm_2")
         self.drop = keras.layers.Dropout(dropout, seed=seed, dtype=policy)
         # Zero-initialised so every block starts as the identity (ADM).
-        self.conv_2 = keras.layers.Conv2D(
+        self.conv_2 = Conv2D(
             out_channels,
             3,
             padding="same",
@@ -93,9 +92,7 @@ class ResidualBlock(keras.layers.Layer):
         self.norm_2.build((None, None, None, self.out_channels))
         self.conv_2.build((None, None, None, self.out_channels))
         if in_channels != self.out_channels:
-            self.skip = keras.layers.Conv2D(
-                self.out_channels, 1, dtype=self.dtype_policy, name="skip"
-            )
+            self.skip = Conv2D(self.out_channels, 1, dtype=self.dtype_policy, name="skip")
             self.skip.build((None, None, None, in_channels))
         else:
             self.skip = None

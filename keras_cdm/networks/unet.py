@@ -1,6 +1,7 @@
 import keras
 
 from keras_cdm.layers.attention_block import AttentionBlock
+from keras_cdm.layers.convolution import Conv2D
 from keras_cdm.layers.normalization import group_norm
 from keras_cdm.layers.resample import Downsample
 from keras_cdm.layers.resample import Upsample
@@ -218,7 +219,7 @@ def _unet_body(x, emb, config, dtype):
         )(h)
 
     resolution = config["image_size"]
-    h = keras.layers.Conv2D(ch0, 3, padding="same", dtype=dtype, name="conv_in")(x)
+    h = Conv2D(ch0, 3, padding="same", dtype=dtype, name="conv_in")(x)
     skips = [h]
     levels = config["channel_mult"]
     for level, mult in enumerate(levels):
@@ -258,7 +259,7 @@ def _unet_body(x, emb, config, dtype):
     h = group_norm(h.shape[-1], groups, name="norm_out")(h)
     h = keras.layers.Activation("silu", dtype=dtype, name="silu_out")(h)
     out_channels = config["channels"] * (2 if config["learn_sigma"] else 1)
-    h = keras.layers.Conv2D(
+    h = Conv2D(
         out_channels,
         3,
         padding="same",

@@ -117,7 +117,9 @@ def test_mixed_precision_close_to_float32(policy):
     assert np.isfinite(out_mixed).all()
     assert out_mixed.dtype == np.float32
     norms = [
-        layer for layer in mixed._flatten_layers() if "GroupNormalization" in type(layer).__name__
+        layer
+        for layer in mixed._flatten_layers()
+        if isinstance(layer, keras.layers.GroupNormalization)
     ]
     assert norms and all(n.compute_dtype == "float32" for n in norms)
     rel = np.abs(out_mixed - out32).max() / (np.abs(out32).max() + 1e-8)

@@ -1,0 +1,29 @@
+import keras
+
+from keras_cdm.backend import fused_conv2d
+
+
+@keras.saving.register_keras_serializable(package="keras_cdm")
+class Conv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` (NHWC) that skips the layout copies of Keras's
+    PyTorch convolution where it can.
+
+    Keras's torch backend copies every NHWC input to NCHW and back to
+    channels-last memory before each convolution; PyTorch's CPU and cuDNN
+    kernels take the NCHW *view* of the NHWC tensor (channels-last memory)
+    directly. Stride-1 "same" and "valid" convolutions take that path on
+    torch; everything else, and the other backends, run the Keras op. Same
+    weights, config and results as `keras.layers.Conv2D` (tested).
+
+    Example:
+
+    >>> conv = Conv2D(32, 3, padding="same")
+    >>> y = conv(np.zeros((2, 16, 16, 3), "float32"))
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.data_format == "channels_last" and self.groups == 1:
+            out = fused_conv2d(inputs, kernel, self.strides, self.padding, self.dilation_rate)
+            if out is not None:
+                return out
+        return super().convolution_op(inputs, kernel)
