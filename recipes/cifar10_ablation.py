@@ -91,7 +91,8 @@ def train_all(args):
                 out,
                 "--resume",
             ]
-            + extra,
+            + extra
+            + (["--smoke"] if args.smoke else []),
         )
         with open(os.path.join(out, "train_time.json"), "w") as f:
             json.dump({"seconds_this_run": time.time() - start}, f)
