@@ -72,8 +72,7 @@ def replica_context():
     """
     backend = keras.backend.backend()
     if backend == "torch":
-        rank, world = torch_process_group()
-        return rank, world
+        return torch_process_group()
     if backend != "tensorflow":
         return 0, 1
     import tensorflow as tf

@@ -1,0 +1,61 @@
+"""Per-op profile of one U-Net forward pass under the PyTorch backend.
+
+    KERAS_BACKEND=torch python tools/profile_forward.py --preset base32_tiny --batch 16
+
+Prints the mean forward time over a few calls and `torch.profiler`'s table of
+the most expensive ops (layout copies show up as `aten::copy_`).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_cdm  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--preset", default="base32_tiny")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--reps", type=int, default=5)
+    args = p.parse_args(argv)
+    if keras.backend.backend() != "torch":
+        raise SystemExit("Run with KERAS_BACKEND=torch (this profiles the torch backend).")
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile
+
+    sr = "low_res_size" in keras_cdm.networks.PRESETS[args.preset]["network"]
+    net = (keras_cdm.SuperResUNet if sr else keras_cdm.UNet).from_preset(args.preset)
+    cfg, b = net.get_config(), args.batch
+    s = cfg["image_size"]
+    inputs = {
+        "x_t": np.zeros((b, s, s, 3), "float32"),
+        "t": np.full((b,), 10),
+        "labels": np.zeros((b,), "int32"),
+    }
+    if sr:
+        lo = cfg["low_res_size"]
+        inputs["low_res"] = np.zeros((b, lo, lo, 3), "float32")
+        inputs["aug_level"] = np.zeros((b,), "int32")
+    inputs = {k: keras.ops.convert_to_tensor(v) for k, v in inputs.items()}
+    with torch.no_grad():
+        for _ in range(3):
+            net(inputs, training=False)
+        t0 = time.perf_counter()
+        for _ in range(args.reps):
+            net(inputs, training=False)
+        print(f"forward: {(time.perf_counter() - t0) / args.reps:.3f} s at batch {b}")
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            net(inputs, training=False)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
