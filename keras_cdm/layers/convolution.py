@@ -11,9 +11,10 @@ class Conv2D(keras.layers.Conv2D):
     Keras's torch backend copies every NHWC input to NCHW and back to
     channels-last memory before each convolution; PyTorch's CPU and cuDNN
     kernels take the NCHW *view* of the NHWC tensor (channels-last memory)
-    directly. Stride-1 "same" and "valid" convolutions take that path on
-    torch; everything else, and the other backends, run the Keras op. Same
-    weights, config and results as `keras.layers.Conv2D` (tested).
+    directly, and add the bias inside the kernel. Stride-1 "same" and "valid"
+    convolutions take that path on torch; everything else, and the other
+    backends, run the Keras op. Same weights, config and results as
+    `keras.layers.Conv2D` (tested).
 
     Example:
 
@@ -21,9 +22,16 @@ class Conv2D(keras.layers.Conv2D):
     >>> y = conv(np.zeros((2, 16, 16, 3), "float32"))
     """
 
-    def convolution_op(self, inputs, kernel):
+    def call(self, inputs):
         if self.data_format == "channels_last" and self.groups == 1:
-            out = fused_conv2d(inputs, kernel, self.strides, self.padding, self.dilation_rate)
+            out = fused_conv2d(
+                inputs,
+                self.kernel,
+                self.strides,
+                self.padding,
+                self.dilation_rate,
+                bias=self.bias if self.use_bias else None,
+            )
             if out is not None:
-                return out
-        return super().convolution_op(inputs, kernel)
+                return out if self.activation is None else self.activation(out)
+        return super().call(inputs)

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cdm.backend import fused_moving_average
 from keras_cdm.backend import replica_context
 from keras_cdm.diffusion.gaussian_diffusion import GaussianDiffusion
 from keras_cdm.networks.presets import get_preset
@@ -308,9 +309,11 @@ class DiffusionModel(keras.Model):
         decay = ops.convert_to_tensor(self.ema_decay, "float32")
         if self.ema_warmup:
             decay = ops.minimum(decay, (1.0 + n) / (10.0 + n))
-        for ema_var, var in zip(self.ema_network.weights, self.network.weights):
-            value = ops.stop_gradient(ops.cast(var.value, ema_var.dtype))
-            ema_var.assign(decay * ema_var.value + (1.0 - decay) * value)
+        pairs = (self.ema_network.weights, self.network.weights)
+        if not fused_moving_average(*pairs, decay):
+            for ema_var, var in zip(*pairs):
+                value = ops.stop_gradient(ops.cast(var.value, ema_var.dtype))
+                ema_var.assign(decay * ema_var.value + (1.0 - decay) * value)
         self.ema_updates.assign(n + 1.0)
 
     def reset_ema(self):

@@ -125,6 +125,11 @@ def test_ema_warmup_formula():
     model._update_ema()  # n = 0: decay = min(0.99, 1/10)
     for e, w in zip(model.ema_network.weights, w0):
         np.testing.assert_allclose(to_numpy(e), 0.1 * w + 0.9 * (w + 1.0), rtol=1e-5, atol=1e-6)
+    ema1 = [to_numpy(e).copy() for e in model.ema_network.weights]
+    model._update_ema()  # n = 1: decay = min(0.99, 2/11)
+    d = 2.0 / 11.0
+    for e, e1, w in zip(model.ema_network.weights, ema1, w0):
+        np.testing.assert_allclose(to_numpy(e), d * e1 + (1 - d) * (w + 1.0), rtol=1e-5, atol=1e-6)
 
 
 def test_gaussian_augmentation_statistics():
