@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_cdm.backend import fused_group_norm
+from keras_cdm.backend import prefers_channel_stats_group_norm
 
 
 @keras.saving.register_keras_serializable(package="keras_cdm")
@@ -13,14 +14,15 @@ class GroupNorm32(keras.layers.GroupNormalization):
     Keras layer (tested).
 
     PyTorch runs its fused `group_norm` kernel (about 2.6x faster on CPU than
-    the generic moments). JAX and TensorFlow compute per-channel sums of `x`
-    and `x**2` over the spatial axes first (one pass over the data), combine
-    them per group on the small `(batch, channels)` tensors, and apply one
-    per-channel scale and shift. Keras's generic path reduces a
+    the generic moments). JAX computes per-channel means of `x` and `x**2`
+    over the spatial axes first (one pass over the data), combines them per
+    group on the small `(batch, channels)` tensors, and applies one
+    per-channel scale and shift: Keras's generic path reduces a
     `(batch, h, w, groups, channels/groups)` view over three axes, which
-    XLA:CPU runs 5-8x slower than this (`tools/conv_microbench.py`). The
-    variance is `E[x**2] - E[x]**2` clamped at 0 in float32, as in Flax's
-    default `use_fast_variance`.
+    XLA:CPU under JAX runs 4-8x slower (`tools/conv_microbench.py`). The
+    variance is then `E[x**2] - E[x]**2` clamped at 0 in float32, as in
+    Flax's default `use_fast_variance`. TensorFlow keeps Keras's path (same
+    speed there).
 
     Example:
 
@@ -33,7 +35,8 @@ class GroupNorm32(keras.layers.GroupNormalization):
             out = fused_group_norm(inputs, self.groups, self.gamma, self.beta, self.epsilon)
             if out is not None:
                 return out
-            return self._channel_stats_group_norm(inputs)
+            if prefers_channel_stats_group_norm():
+                return self._channel_stats_group_norm(inputs)
         return super().call(inputs)
 
     def _channel_stats_group_norm(self, x):
