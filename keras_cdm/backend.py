@@ -60,6 +60,53 @@ def _compile_jax(fn, read_variables, state_variables):
     return run
 
 
+def random_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+    """`keras.random.normal`, drawn with the Philox generator on TensorFlow.
+
+    Keras's TensorFlow backend calls `tf.random.stateless_normal` with
+    `alg="auto_select"`, which XLA:CPU runs about 16x slower than Philox
+    (23 ms vs 1.4 ms for a 16x32x32x3 draw inside a `jit_compile` function
+    on 2 cores): that was a third of a base32_tiny sampling step. Same
+    distribution and seeding semantics (`seed` is a `SeedGenerator`, advanced
+    once per call); the stream differs from `keras.random.normal` on TF only.
+    """
+    if keras.backend.backend() != "tensorflow" or not isinstance(seed, keras.random.SeedGenerator):
+        return keras.random.normal(shape, mean=mean, stddev=stddev, dtype=dtype, seed=seed)
+    import tensorflow as tf
+
+    dtype = dtype or keras.config.floatx()
+    return tf.random.stateless_normal(
+        shape, _tf_seed(seed), mean=mean, stddev=stddev, dtype=dtype, alg="philox"
+    )
+
+
+def random_uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
+    """`keras.random.uniform` with the Philox generator on TensorFlow (see
+    `random_normal`)."""
+    if keras.backend.backend() != "tensorflow" or not isinstance(seed, keras.random.SeedGenerator):
+        return keras.random.uniform(shape, minval=minval, maxval=maxval, dtype=dtype, seed=seed)
+    import tensorflow as tf
+
+    dtype = dtype or keras.config.floatx()
+    return tf.random.stateless_uniform(
+        shape,
+        _tf_seed(seed),
+        minval=tf.cast(minval, dtype),
+        maxval=tf.cast(maxval, dtype),
+        dtype=dtype,
+        alg="philox",
+    )
+
+
+def _tf_seed(seed_generator):
+    import tensorflow as tf
+
+    seed = seed_generator.next()
+    if seed.dtype != tf.int32:  # XLA's stateless ops take int32 seeds, as in Keras
+        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+    return seed
+
+
 def replica_context():
     """`(replica index, number of replicas)` of the running training step.
 

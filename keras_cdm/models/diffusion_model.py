@@ -3,6 +3,8 @@ import numpy as np
 from keras import ops
 
 from keras_cdm.backend import fused_moving_average
+from keras_cdm.backend import random_normal
+from keras_cdm.backend import random_uniform
 from keras_cdm.backend import replica_context
 from keras_cdm.diffusion.gaussian_diffusion import GaussianDiffusion
 from keras_cdm.networks.presets import get_preset
@@ -271,7 +273,7 @@ class DiffusionModel(keras.Model):
     def _drop_labels(self, labels, training):
         if not training or self.label_dropout == 0.0:
             return labels
-        u = self._draw(keras.random.uniform, tuple(ops.shape(labels)))
+        u = self._draw(random_uniform, tuple(ops.shape(labels)))
         return ops.where(u < self.label_dropout, self.num_classes, labels)
 
     def _network_inputs(self, x_t, t, labels, extra, training):
@@ -287,7 +289,7 @@ class DiffusionModel(keras.Model):
             maxval=self.diffusion.num_timesteps,
             dtype="int32",
         )
-        noise = self._draw(keras.random.normal, tuple(ops.shape(images)))
+        noise = self._draw(random_normal, tuple(ops.shape(images)))
         x_t = self.diffusion.q_sample(images, t, noise)
         labels = self._drop_labels(labels, training)
         inputs = self._network_inputs(x_t, t, labels, extra, training)

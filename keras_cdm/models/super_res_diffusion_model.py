@@ -2,6 +2,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cdm.backend import random_normal
+from keras_cdm.backend import random_uniform
 from keras_cdm.diffusion.gaussian_diffusion import GaussianDiffusion
 from keras_cdm.models.augmentation import area_downsample
 from keras_cdm.models.augmentation import per_example_gaussian_blur
@@ -161,15 +163,15 @@ class SuperResDiffusionModel(DiffusionModel):
         if self.augmentation == "gaussian":
             lo, hi = self.aug_level_range
             s = self._draw(keras.random.randint, (batch,), minval=lo, maxval=hi + 1, dtype="int32")
-            eps = self._draw(keras.random.normal, tuple(ops.shape(low_res)))
+            eps = self._draw(random_normal, tuple(ops.shape(low_res)))
             low_res = self.low_res_diffusion.q_sample_augmentation(low_res, s, eps)
             return {"low_res": low_res, "aug_level": s}
         s = ops.zeros((batch,), dtype="int32")
         if self.augmentation == "blur":
             lo, hi = self.blur_sigma_range
-            sigma = self._draw(keras.random.uniform, (batch,), minval=lo, maxval=hi)
+            sigma = self._draw(random_uniform, (batch,), minval=lo, maxval=hi)
             blurred = per_example_gaussian_blur(low_res, sigma, self.blur_kernel_size)
-            apply = self._draw(keras.random.uniform, (batch,)) < self.blur_probability
+            apply = self._draw(random_uniform, (batch,)) < self.blur_probability
             low_res = ops.where(ops.reshape(apply, (-1, 1, 1, 1)), blurred, low_res)
         return {"low_res": low_res, "aug_level": s}
 

@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_cdm.backend import compile_stateful
+from keras_cdm.backend import random_normal
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -108,7 +109,7 @@ class StageSampler:
         inputs = {"x_t": x, "t": self.diffusion.original_timesteps(t), "labels": labels}
         inputs.update(conditioning)
         out = self._model_output(inputs)
-        noise = keras.random.normal(ops.shape(x), seed=self.seed_generator)
+        noise = random_normal(ops.shape(x), seed=self.seed_generator)
         if self.sampler == "ddpm":
             x_prev, _ = self.diffusion.p_sample_step(out, x, t, noise, self.clip_denoised)
         else:
@@ -153,7 +154,7 @@ def variational_bound_bpd(model, images, labels, conditioning, use_ema=True):
     cond = {k: ops.convert_to_tensor(v) for k, v in conditioning.items()}
 
     def term(x0, t):
-        noise = keras.random.normal(ops.shape(x0), seed=seed)
+        noise = random_normal(ops.shape(x0), seed=seed)
         x_t = diffusion.q_sample(x0, t, noise)
         out = network({"x_t": x_t, "t": t, "labels": labels, **cond}, training=False)
         return diffusion.vb_terms_bpd(out, x0, x_t, t, clip_denoised=False)
