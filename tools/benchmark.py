@@ -19,7 +19,8 @@ heads, GroupNorm groups, scale-shift (FiLM) norm, class embedding, resnet
 (BigGAN-style) up/down sampling, 6 output channels for a learned variance, and
 for SR stages the upsampled low-res image concatenated to the input. It is
 trained with a plain PyTorch loop (Adam, epsilon MSE, EMA update). Ratios are
-keras_cdm / diffusers.
+keras_cdm / diffusers; "at equal FLOPs" multiplies them by keras_cdm's FLOPs
+over diffusers' (a GFLOP/s ratio: the networks differ by a few percent).
 """
 
 import argparse
@@ -37,7 +38,7 @@ def _median(xs):
     return xs[len(xs) // 2]
 
 
-def measure(preset, batch, steps):
+def measure(preset, batch, steps, torch_compile=False):
     sys.path.insert(0, ROOT)
     import keras
     import numpy as np
@@ -48,7 +49,13 @@ def measure(preset, batch, steps):
     sr = "low_res_size" in keras_cdm.networks.PRESETS[preset]["network"]
     cls = keras_cdm.SuperResDiffusionModel if sr else keras_cdm.DiffusionModel
     model = cls.from_preset(preset)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    if torch_compile:
+        import torch._dynamo
+
+        # Dynamo's automatic dynamic shapes fail in Inductor on this model
+        # ("cannot determine truth value of Relational"); static shapes run.
+        torch._dynamo.config.automatic_dynamic_shapes = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=torch_compile or "auto")
     s = model.image_size
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (batch * (steps + 2), s, s, 3)).astype("float32")
@@ -250,11 +257,19 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--output", default=None, help="also write the results as JSON")
+    p.add_argument(
+        "--torch_compile",
+        action="store_true",
+        help="torch backend: train with jit_compile=True (Keras wraps the step in torch.compile)",
+    )
     p.add_argument("--_child", default=None)
     args = p.parse_args(argv)
     if args._child:
-        fn = measure_diffusers if args._child == "diffusers" else measure
-        print("RESULT " + json.dumps(fn(args.presets[0], args.batch, args.steps)))
+        if args._child == "diffusers":
+            result = measure_diffusers(args.presets[0], args.batch, args.steps)
+        else:
+            result = measure(args.presets[0], args.batch, args.steps, args.torch_compile)
+        print("RESULT " + json.dumps(result))
         return
     frameworks = list(args.backends) + ([] if args.no_diffusers else ["diffusers"])
     results = {}
@@ -264,6 +279,8 @@ def main(argv=None):
             env["KERAS_BACKEND"] = "torch" if fw == "diffusers" else fw
             cmd = [sys.executable, __file__, "--_child", fw, "--presets", pr]
             cmd += ["--batch", str(args.batch), "--steps", str(args.steps)]
+            if args.torch_compile and fw == "torch":
+                cmd.append("--torch_compile")
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
             if not line:
@@ -280,13 +297,32 @@ def main(argv=None):
     )
     print(
         "| preset | framework | params | GFLOPs/img | train img/s | forward img/s "
-        "| sample s/step | step / forward | peak MB |"
+        "| train / forward at equal FLOPs | sample s/step | step / forward | peak MB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
 
     def ratio(r, ref, key):
         return f" ({r[key] / ref[key]:.2f}x)" if ref and r is not ref else ""
 
+    def per_flop(r, ref):
+        # Throughput ratio scaled by the FLOPs ratio: GFLOP/s of keras_cdm over
+        # GFLOP/s of diffusers (the networks differ by a few percent in FLOPs).
+        if not ref or r is ref:
+            return "-"
+        flops = torch_flops.get(r["_preset"]) or r.get("gflops")
+        if not flops:
+            return "-"
+        scale = flops / ref["gflops"]
+        return (
+            f"{r['train_img_s'] / ref['train_img_s'] * scale:.2f}x / "
+            f"{r['forward_img_s'] / ref['forward_img_s'] * scale:.2f}x"
+        )
+
+    torch_flops = {}
+    for (pr, fw), r in results.items():
+        r["_preset"] = pr
+        if fw != "diffusers" and r.get("gflops"):
+            torch_flops[pr] = r["gflops"]
     for pr in args.presets:
         ref = results.get((pr, "diffusers"))
         for fw in frameworks:
@@ -299,7 +335,8 @@ def main(argv=None):
             print(
                 f"| {pr} | {fw} | {r['params']:,} | {gflops} | {r['train_img_s']:.1f}"
                 f"{ratio(r, ref, 'train_img_s')} | {r['forward_img_s']:.1f}"
-                f"{ratio(r, ref, 'forward_img_s')} | {step} | {overhead} | {r['peak_mb']:.0f} |"
+                f"{ratio(r, ref, 'forward_img_s')} | {per_flop(r, ref)} | {step} | {overhead} "
+                f"| {r['peak_mb']:.0f} |"
             )
 
 
