@@ -1,16 +1,25 @@
-"""The only backend-specific code of keras_cdm: compiling a stateful function.
+"""The only backend-specific code of keras_cdm, each piece small and chosen
+by measurement (README, "Where the time goes"):
 
-`compile_stateful(fn, read_variables, state_variables)` returns a callable
-that runs `fn(*args)` compiled once per input shape — `jax.jit` through a
-`keras.StatelessScope`, `tf.function(jit_compile=True)`, or eager PyTorch
-under `torch.no_grad()` — and writes back the variables in `state_variables`
-(e.g. a `SeedGenerator` state) that `fn` updates.
+- `compile_stateful`: a stateful function compiled once per input shape
+  (`jax.jit` through a `keras.StatelessScope`, `tf.function(jit_compile=True)`,
+  eager PyTorch under `torch.no_grad()`), writing back the state variables
+  (e.g. a `SeedGenerator` state) that it updates.
+- `random_normal` / `random_uniform`: Keras's draws, with Philox on TensorFlow.
+- `replica_context`, `torch_process_group`, `setup_torch_ddp`: which replica
+  a training step runs on, and PyTorch DDP gradient averaging.
+- PyTorch fast paths: `fused_group_norm`, `fused_conv2d`,
+  `fused_moving_average`; and `prefers_channel_stats_group_norm` (JAX).
 """
 
 import keras
 
 
 def compile_stateful(fn, read_variables, state_variables):
+    """`fn(*args)` compiled once per input shape; the variables in
+    `state_variables` that `fn` updates are written back after each call.
+    `read_variables` are the variables `fn` only reads (passed as inputs to
+    `jax.jit`)."""
     backend = keras.backend.backend()
     if backend == "jax":
         return _compile_jax(fn, read_variables, state_variables)
@@ -133,9 +142,9 @@ def replica_context():
 def fused_group_norm(x, groups, gamma, beta, epsilon):
     """GroupNorm of an NHWC tensor with the backend's fused kernel, or `None`.
 
-    Only PyTorch gains: its `group_norm` runs on the NCHW view of the NHWC
-    tensor (channels-last memory, no copy). XLA (JAX, TF) already fuses the
-    generic moments of `keras.layers.GroupNormalization`.
+    Only PyTorch has one: its `group_norm` runs on the NCHW view of the NHWC
+    tensor (channels-last memory, no copy). JAX uses per-channel statistics
+    instead (`prefers_channel_stats_group_norm`), TF Keras's generic moments.
     """
     if keras.backend.backend() != "torch":
         return None
@@ -192,7 +201,7 @@ def fused_conv2d(x, kernel, strides, padding, dilation_rate, bias=None):
 
 def fused_moving_average(targets, sources, decay):
     """`t = decay * t + (1 - decay) * s` for every (target, source) variable
-    pair in a few multi-tensor kernels on PyTorch; returns `False` elsewhere.
+    pair in one multi-tensor kernel on PyTorch; returns `False` elsewhere.
 
     Keras's generic path issues several ops per variable, each with Python
     overhead that XLA compiles away but eager PyTorch pays every step (13 ms
@@ -208,9 +217,8 @@ def fused_moving_average(targets, sources, decay):
     if any(t.dtype != s.dtype for t, s in zip(targets, sources)):
         return False
     with torch.no_grad():
-        decay = decay.to(targets[0].dtype)
-        torch._foreach_mul_(targets, decay)
-        torch._foreach_add_(targets, torch._foreach_mul(sources, 1.0 - decay))
+        # t + (1 - decay) * (s - t), one pass over each pair.
+        torch._foreach_lerp_(targets, sources, 1.0 - decay.to(targets[0].dtype))
     return True
 
 

@@ -79,7 +79,8 @@ def _count_layer_calls(net, inputs):
     def hook(*_):
         count[0] += 1
 
-    handles = [m.register_forward_pre_hook(hook) for m in net.modules()]
+    layers = net._flatten_layers(include_self=True, recursive=True)
+    handles = [layer.register_forward_pre_hook(hook) for layer in layers]
     with torch.no_grad():
         net(inputs, training=False)
     for h in handles:
