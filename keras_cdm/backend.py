@@ -214,7 +214,7 @@ def fused_moving_average(targets, sources, decay):
 
     targets = [v._value for v in targets]
     sources = [v._value for v in sources]
-    if any(t.dtype != s.dtype for t, s in zip(targets, sources)):
+    if any(t.dtype != s.dtype or not t.is_floating_point() for t, s in zip(targets, sources)):
         return False
     with torch.no_grad():
         # t + (1 - decay) * (s - t), one pass over each pair.
