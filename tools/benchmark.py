@@ -38,13 +38,12 @@ def _median(xs):
     return xs[len(xs) // 2]
 
 
-def measure(preset, batch, steps, torch_compile=False):
+def build_stage(preset, torch_compile=False):
+    """A preset's compiled training model (`DiffusionModel` or `SuperResDiffusionModel`)."""
     sys.path.insert(0, ROOT)
     import keras
-    import numpy as np
 
     import keras_cdm
-    from keras_cdm.backend import compile_stateful
 
     sr = "low_res_size" in keras_cdm.networks.PRESETS[preset]["network"]
     cls = keras_cdm.SuperResDiffusionModel if sr else keras_cdm.DiffusionModel
@@ -56,9 +55,17 @@ def measure(preset, batch, steps, torch_compile=False):
         # ("cannot determine truth value of Relational"); static shapes run.
         torch._dynamo.config.automatic_dynamic_shapes = False
     model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=torch_compile or "auto")
+    return model
+
+
+def time_training(model, batch, steps):
+    """Seconds of each of `steps` `fit` steps on random images (the first
+    includes compilation); returns `(times, images, labels)`."""
+    import keras
+    import numpy as np
+
     s = model.image_size
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (batch * (steps + 2), s, s, 3)).astype("float32")
+    x = np.random.default_rng(0).uniform(-1, 1, (batch * steps, s, s, 3)).astype("float32")
     y = (np.arange(len(x)) % model.num_classes).astype("int32")
     times = []
 
@@ -70,26 +77,42 @@ def measure(preset, batch, steps, torch_compile=False):
             times.append(time.perf_counter() - self.t)
 
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[Timer()])
-    train = batch / _median(times[2:])
+    return times, x, y
 
-    labels = y[:batch]
-    inputs = {"x_t": x[:batch], "t": np.full((batch,), 10, "int32"), "labels": labels}
-    if sr:
+
+def time_forward(model, x, y, batch, reps):
+    """Seconds of each of `reps` compiled EMA-network forward passes."""
+    import keras
+    import numpy as np
+
+    from keras_cdm.backend import compile_stateful
+
+    inputs = {"x_t": x[:batch], "t": np.full((batch,), 10, "int32"), "labels": y[:batch]}
+    if hasattr(model, "low_res_size"):
         lo = model.low_res_size
         inputs["low_res"] = x[:batch, :lo, :lo]
         inputs["aug_level"] = np.zeros((batch,), "int32")
     net = model.ema_network
     forward = compile_stateful(lambda inp: net(inp, training=False), net.variables, [])
     inputs = {k: keras.ops.convert_to_tensor(v) for k, v in inputs.items()}
-    fwd_times = []
-    for i in range(steps + 2):
+    times = []
+    for _ in range(reps):
         t0 = time.perf_counter()
         keras.ops.convert_to_numpy(forward(inputs))
-        fwd_times.append(time.perf_counter() - t0)
-    fwd = _median(fwd_times[2:])
+        times.append(time.perf_counter() - t0)
+    return times
 
+
+def measure(preset, batch, steps, torch_compile=False):
+    model = build_stage(preset, torch_compile)
+    times, x, y = time_training(model, batch, steps + 2)
+    train = batch / _median(times[2:])
+    fwd = _median(time_forward(model, x, y, batch, steps + 2)[2:])
+
+    labels = y[:batch]
     n = steps + 2
-    if sr:
+    if hasattr(model, "low_res_size"):
+        lo = model.low_res_size
         model.sample(x[:batch, :lo, :lo], labels, num_steps=n, seed=1)  # compiles
         t0 = time.perf_counter()
         model.sample(x[:batch, :lo, :lo], labels, num_steps=n, seed=0)
@@ -169,12 +192,12 @@ def _torch_flops(fn):
     return counter.get_total_flops()
 
 
-def measure_diffusers(preset, batch, steps):
-    import numpy as np
+def diffusers_trainer(preset, batch, device="cpu"):
+    """diffusers' `UNet2DModel` for a preset, its EMA copy, a random batch
+    `(x, y)` and a plain PyTorch training step (Adam, epsilon MSE, EMA)."""
     import torch
     from diffusers import UNet2DModel
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = diffusers_config(preset)
     model = UNet2DModel(**cfg).to(device)
     ema = UNet2DModel(**cfg).to(device).eval()
@@ -200,8 +223,17 @@ def measure_diffusers(preset, batch, steps):
         opt.step()
         with torch.no_grad():
             torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - 0.9999)
-        return loss
+        return loss.detach()
 
+    return model, ema, x, y, train_step
+
+
+def measure_diffusers(preset, batch, steps):
+    import numpy as np
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, ema, x, y, train_step = diffusers_trainer(preset, batch, device)
     times = []
     for _ in range(steps + 2):
         t0 = time.perf_counter()

@@ -4,6 +4,9 @@ compiles), side by side in one run.
 
     python tools/conv_microbench.py --batch 16 --size 32 --channels 16 32 64
 
+Also times one (batch, size, size, 3) Gaussian noise draw with
+`keras.random.normal` and with `keras_cdm.backend.random_normal`.
+
 Each backend runs in its own subprocess. Prints microseconds per call and
 GFLOP/s for the convolution, so a backend whose convolutions are slow (XLA's
 CPU convolutions go through Eigen, PyTorch's through oneDNN) shows up
@@ -38,6 +41,7 @@ def measure(batch, size, channels, reps):
     import numpy as np
 
     from keras_cdm.backend import compile_stateful
+    from keras_cdm.backend import random_normal
     from keras_cdm.layers import AttentionBlock
     from keras_cdm.layers.convolution import Conv2D
     from keras_cdm.layers.normalization import GroupNorm32
@@ -65,6 +69,20 @@ def measure(batch, size, channels, reps):
             out[f"{name}/{c}"] = sec * 1e6
         flops = 2 * batch * size * size * c * c * 9
         out[f"conv3x3_gflops/{c}"] = flops / (out[f"conv3x3/{c}"] * 1e-6) / 1e9
+    # One (batch, size, size, 3) noise draw: Keras's own, and keras_cdm's
+    # (Philox on TensorFlow), compiled with the seed state written back.
+    x = keras.ops.zeros((batch, size, size, 3))
+    for name, draw in (
+        ("keras.random.normal", keras.random.normal),
+        ("random_normal", random_normal),
+    ):
+        seed = keras.random.SeedGenerator(0)
+        fn = compile_stateful(
+            lambda v, draw=draw, seed=seed: v + draw(keras.ops.shape(v), seed=seed),
+            [],
+            [seed.state],
+        )
+        out[f"noise {name}/3"] = _time(fn, x, reps) * 1e6
     return out
 
 
@@ -98,10 +116,12 @@ def main(argv=None):
     )
     print("| layer | channels | " + " | ".join(results) + " |")
     print("|---|---|" + "---|" * len(results))
-    for name in ("conv3x3", "conv3x3_gflops", "groupnorm", "attention"):
-        for c in args.channels:
-            cells = [f"{results[b][f'{name}/{c}']:.1f}" for b in results]
-            print(f"| {name} | {c} | " + " | ".join(cells) + " |")
+    layers = ("conv3x3", "conv3x3_gflops", "groupnorm", "attention")
+    rows = [(name, c) for name in layers for c in args.channels]
+    rows += [("noise keras.random.normal", 3), ("noise random_normal", 3)]
+    for name, c in rows:
+        cells = [f"{results[b][f'{name}/{c}']:.1f}" for b in results]
+        print(f"| {name} | {c} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -21,20 +21,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from benchmark import diffusers_config  # noqa: E402
-
-import keras_cdm  # noqa: E402
+from benchmark import build_stage  # noqa: E402
+from benchmark import diffusers_trainer  # noqa: E402
+from benchmark import time_training  # noqa: E402
 
 
 def keras_cdm_step(preset, batch):
-    sr = "low_res_size" in keras_cdm.networks.PRESETS[preset]["network"]
-    cls = keras_cdm.SuperResDiffusionModel if sr else keras_cdm.DiffusionModel
-    model = cls.from_preset(preset)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4))
-    s = model.image_size
-    x = np.random.default_rng(0).uniform(-1, 1, (batch, s, s, 3)).astype("float32")
-    y = (np.arange(batch) % model.num_classes).astype("int32")
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # builds the train function
+    model = build_stage(preset)
+    _, x, y = time_training(model, batch, 1)  # builds the train function
     data = (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
 
     def step():
@@ -44,31 +38,10 @@ def keras_cdm_step(preset, batch):
 
 
 def diffusers_step(preset, batch):
-    import torch
-    from diffusers import UNet2DModel
-
-    cfg = diffusers_config(preset)
-    model = UNet2DModel(**cfg)
-    ema = UNet2DModel(**cfg).eval()
-    s = cfg["sample_size"]
-    x = torch.rand((batch, cfg["in_channels"], s, s)) * 2 - 1
-    y = torch.arange(batch) % cfg["num_class_embeds"]
-    opt = torch.optim.Adam(model.parameters(), 1e-4)
-    alphas = torch.cos(torch.linspace(0, 1.5, 1000)).clamp(0.01, 1) ** 2
+    train_step = diffusers_trainer(preset, batch)[-1]
 
     def step():
-        t = torch.randint(0, 1000, (batch,))
-        noise = torch.randn((batch, 3, s, s))
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x[:, :3] + (1 - a).sqrt() * noise
-        out = model(torch.cat([xt, x[:, 3:]], 1), t, class_labels=y).sample
-        loss = torch.mean((out[:, :3] - noise) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1e-4)
-        float(loss.detach())
+        float(train_step())
 
     return step
 

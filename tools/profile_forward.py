@@ -6,7 +6,7 @@ Prints the mean forward time over a few calls, `torch.profiler`'s table of
 the most expensive ops (layout copies show up as `aten::copy_`), and the
 fixed Python cost of one Keras layer call on this machine (a `Dense` layer on
 a 1x4 input against `torch.nn.Linear`), which the ~100 layer calls of a U-Net
-forward pay in eager PyTorch.
+forward pay in eager PyTorch; and the EMA update of one training step.
 """
 
 import argparse
@@ -69,6 +69,37 @@ def main(argv=None):
             for _ in range(2000):
                 layer(tiny)
             print(f"{name} call on a 1x4 input: {(time.perf_counter() - t0) / 2000 * 1e6:.1f} us")
+    _time_ema(args.preset)
+
+
+def _time_ema(preset):
+    """The EMA update of a training step: keras_cdm's (one multi-tensor lerp on
+    torch) against the same update written as Keras ops per weight."""
+    import torch
+
+    sr = "low_res_size" in keras_cdm.networks.PRESETS[preset]["network"]
+    cls = keras_cdm.SuperResDiffusionModel if sr else keras_cdm.DiffusionModel
+    model = cls.from_preset(preset)
+    pairs = list(zip(model.ema_network.weights, model.network.weights))
+
+    def per_weight_keras_ops():
+        decay = keras.ops.convert_to_tensor(0.999, "float32")
+        for ema_var, var in pairs:
+            value = keras.ops.stop_gradient(keras.ops.cast(var.value, ema_var.dtype))
+            ema_var.assign(decay * ema_var.value + (1.0 - decay) * value)
+
+    with torch.no_grad():
+        for name, fn in (
+            ("keras_cdm", model._update_ema),
+            ("Keras ops per weight", per_weight_keras_ops),
+        ):
+            for _ in range(3):
+                fn()
+            t0 = time.perf_counter()
+            for _ in range(20):
+                fn()
+            ms = (time.perf_counter() - t0) / 20 * 1e3
+            print(f"EMA update of {len(pairs)} weights, {name}: {ms:.2f} ms")
 
 
 def _count_layer_calls(net, inputs):

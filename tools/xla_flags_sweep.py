@@ -12,9 +12,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_FLAGS = [
     "",
     "--xla_cpu_use_onednn=true",
@@ -27,43 +26,14 @@ DEFAULT_FLAGS = [
 
 
 def measure(preset, batch, steps):
-    sys.path.insert(0, ROOT)
-    import keras
     import numpy as np
+    from benchmark import build_stage
+    from benchmark import time_forward
+    from benchmark import time_training
 
-    import keras_cdm
-    from keras_cdm.backend import compile_stateful
-
-    sr = "low_res_size" in keras_cdm.networks.PRESETS[preset]["network"]
-    cls = keras_cdm.SuperResDiffusionModel if sr else keras_cdm.DiffusionModel
-    model = cls.from_preset(preset)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4))
-    s = model.image_size
-    x = np.random.default_rng(0).uniform(-1, 1, (batch * (steps + 3), s, s, 3)).astype("float32")
-    y = (np.arange(len(x)) % model.num_classes).astype("int32")
-    times = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_train_batch_begin(self, b, logs=None):
-            self.t = time.perf_counter()
-
-        def on_train_batch_end(self, b, logs=None):
-            times.append(time.perf_counter() - self.t)
-
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=[Timer()])
-    inputs = {"x_t": x[:batch], "t": np.full((batch,), 10, "int32"), "labels": y[:batch]}
-    if sr:
-        lo = model.low_res_size
-        inputs["low_res"] = x[:batch, :lo, :lo]
-        inputs["aug_level"] = np.zeros((batch,), "int32")
-    net = model.ema_network
-    forward = compile_stateful(lambda inp: net(inp, training=False), net.variables, [])
-    inputs = {k: keras.ops.convert_to_tensor(v) for k, v in inputs.items()}
-    fwd = []
-    for _ in range(steps + 2):
-        t0 = time.perf_counter()
-        keras.ops.convert_to_numpy(forward(inputs))
-        fwd.append(time.perf_counter() - t0)
+    model = build_stage(preset)
+    times, x, y = time_training(model, batch, steps + 3)
+    fwd = time_forward(model, x, y, batch, steps + 2)
     return {
         "first_step_s": times[0],
         "train_step_ms": 1e3 * float(np.median(times[3:])),
