@@ -1,7 +1,9 @@
 """keras_cdm: Cascaded Diffusion Models for Keras 3 (JAX, TensorFlow, PyTorch)."""
 
 from keras_cdm import data
+from keras_cdm import evaluation
 from keras_cdm import layers
+from keras_cdm import models
 from keras_cdm import utils
 from keras_cdm.diffusion import GaussianDiffusion
 from keras_cdm.diffusion import get_beta_schedule
@@ -22,8 +24,10 @@ __all__ = [
     "SuperResUNet",
     "UNet",
     "data",
+    "evaluation",
     "get_beta_schedule",
     "layers",
+    "models",
     "utils",
     "space_timesteps",
 ]

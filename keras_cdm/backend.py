@@ -278,3 +278,39 @@ def setup_torch_ddp(model):
         hooks.append(var._value.register_post_accumulate_grad_hook(average))
     object.__setattr__(model, "_ddp_hooks", hooks)
     return world
+
+
+class keep_variables_on_failure:
+    """Context manager that leaves `model` usable when `fit`/`evaluate` fails.
+
+    Keras's JAX trainer detaches every variable's value while it runs
+    (`_purge_model_variables`) and reattaches them only from a state that
+    exists once a step has finished; when the very first step fails (a batch
+    rejected while tracing), the values stay detached and every later call
+    raises `TypeError: 'NoneType' object is not callable`. This restores the
+    values the variables held before the call. Other backends need nothing.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.saved = None
+
+    def __enter__(self):
+        if keras.backend.backend() == "jax":
+            self.saved = [(v, v._value) for v in self._variables()]
+        return self
+
+    def _variables(self):
+        variables = list(self.model.variables)
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            variables += list(optimizer.variables)
+        variables += [v for m in self.model.metrics for v in m.variables]
+        return variables
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and self.saved:
+            for var, value in self.saved:
+                if var._value is None and value is not None:
+                    var._value = value
+        return False

@@ -1,14 +1,22 @@
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_cdm.backend import fused_moving_average
+from keras_cdm.backend import keep_variables_on_failure
 from keras_cdm.backend import random_normal
 from keras_cdm.backend import random_uniform
 from keras_cdm.backend import replica_context
 from keras_cdm.diffusion.gaussian_diffusion import GaussianDiffusion
+from keras_cdm.models import training_guard
 from keras_cdm.networks.presets import get_preset
 from keras_cdm.networks.unet import UNet
+from keras_cdm.utils.seeds import check_seed
+
+# Pixels may exceed [-1, 1] by resampling round-off, never by more.
+_PIXEL_TOLERANCE = 1e-3
 
 
 class _PerExampleLoss(keras.losses.Loss):
@@ -49,7 +57,21 @@ class DiffusionModel(keras.Model):
         seed: int or None. Seed of the model's random draws.
 
     The EMA is updated at the start of each training step from the weights
-    that step sees, so it trails the raw weights by one optimizer update.
+    that step sees, so it trails the raw weights by one optimizer update;
+    with `gradient_accumulation_steps=k` it moves once per optimizer update
+    (every `k` batches).
+
+    Bad inputs never train silently: `fit` checks array inputs (shapes,
+    dtypes, label range, finite pixels in [-1, 1]) and a dataset's element
+    spec before the compiled step, and each step flags labels outside
+    `[0, num_classes)`, non-finite or out-of-range pixels and a non-finite
+    loss (the `bad_input` log, 0 when clean): training then stops with an
+    error that names the step (`keras_cdm.models.training_guard`).
+
+    `evaluate` reports the training objective on held-out data (`loss`, its
+    `mse` and `vb` terms, one random `t` and noise per example) with noise
+    drawn from `evaluate(..., seed=0)`, so the same data and seed give the
+    same figures; `compute_bpd` gives the full bound in bits/dim.
 
     Example:
 
@@ -103,6 +125,10 @@ class DiffusionModel(keras.Model):
             )
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"`ema_decay` must be in [0, 1). Received: ema_decay={ema_decay}")
+        if not (np.isfinite(vb_weight) and vb_weight >= 0.0):
+            raise ValueError(
+                f"`vb_weight` must be a finite number >= 0. Received: vb_weight={vb_weight}"
+            )
         if not 0.0 <= label_dropout < 1.0:
             raise ValueError(
                 f"`label_dropout` must be in [0, 1). Received: label_dropout={label_dropout}"
@@ -115,7 +141,9 @@ class DiffusionModel(keras.Model):
         self.vb_weight = vb_weight
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.ema_network = network.__class__.from_config(network.get_config())
+        ema_config = network.get_config()
+        ema_config["name"] = f"{network.name}_ema"
+        self.ema_network = network.__class__.from_config(ema_config)
         self.ema_network.trainable = False
         for ema_var, var in zip(self.ema_network.weights, network.weights):
             ema_var.assign(ops.copy(var.value))
@@ -125,6 +153,7 @@ class DiffusionModel(keras.Model):
         self._per_example_loss = _PerExampleLoss(name="diffusion_loss")
         self.mse_tracker = keras.metrics.Mean(name="mse")
         self.vb_tracker = keras.metrics.Mean(name="vb")
+        self.input_guard = training_guard.InputGuardMetric()
         self._samplers = {}
         self.built = True
 
@@ -169,6 +198,15 @@ class DiffusionModel(keras.Model):
     def build(self, input_shape=None):
         self.built = True
 
+    def compile_from_config(self, config):
+        # A saved compile config carries the `jit_compile` its backend
+        # resolved (True under JAX); under PyTorch that means torch.compile,
+        # which fails on this model. A loaded stage compiles as suits the
+        # backend it is loaded in.
+        config = dict(config)
+        config.pop("jit_compile", None)
+        super().compile_from_config(config)
+
     def save_own_variables(self, store):
         super().save_own_variables(store)
         # Keras does not save SeedGenerator state; a resumed run must not
@@ -199,7 +237,7 @@ class DiffusionModel(keras.Model):
     @property
     def metrics(self):
         metrics = list(super().metrics)
-        for m in (self.mse_tracker, self.vb_tracker):
+        for m in (self.mse_tracker, self.vb_tracker, self.input_guard):
             if m not in metrics:
                 metrics.append(m)
         return metrics
@@ -279,8 +317,37 @@ class DiffusionModel(keras.Model):
     def _network_inputs(self, x_t, t, labels, extra, training):
         return {"x_t": x_t, "t": t, "labels": labels}
 
+    def _conditioning_images(self, extra):
+        """Extra image inputs of a batch that the input guard checks (SR: low_res)."""
+        return []
+
+    def _guard_inputs(self, images, labels, extra):
+        """Flags a batch's bad labels and pixels and returns a sanitised copy.
+
+        Returns `(flags, images, labels, extra)`: `flags` is a float scalar of
+        `training_guard` bits; the copy replaces bad labels by the null label
+        and bad pixels by 0, so a flagged step cannot turn the weights into
+        NaN (training stops right after it, see `TrainingGuard`).
+        """
+        bad_labels = ops.logical_or(labels < 0, labels >= self.num_classes)
+        flags = training_guard.BAD_LABELS * ops.cast(ops.any(bad_labels), "float32")
+        labels = ops.where(bad_labels, self.num_classes, labels)
+
+        def clean(x):
+            ok = ops.logical_and(ops.isfinite(x), ops.abs(x) <= 1.0 + _PIXEL_TOLERANCE)
+            return ops.where(ok, x, 0.0), ops.cast(ops.logical_not(ops.all(ok)), "float32")
+
+        images, bad = clean(images)
+        extra = dict(extra)
+        for key in self._conditioning_images(extra):
+            extra[key], bad_cond = clean(extra[key])
+            bad = ops.maximum(bad, bad_cond)
+        flags = flags + training_guard.BAD_IMAGES * bad
+        return flags, images, labels, extra
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         images, labels, extra = self._unpack_batch(x, y)
+        flags, images, labels, extra = self._guard_inputs(images, labels, extra)
         batch = ops.shape(images)[0]
         t = self._draw(
             keras.random.randint,
@@ -299,6 +366,9 @@ class DiffusionModel(keras.Model):
         )
         if training:
             self._update_ema()
+        finite = ops.all(ops.isfinite(terms["loss"]))
+        flags = flags + training_guard.NONFINITE_LOSS * (1.0 - ops.cast(finite, "float32"))
+        self.input_guard.update_state(flags)
         self.mse_tracker.update_state(terms["mse"])
         self.vb_tracker.update_state(terms["vb"])
         loss = self._per_example_loss(ops.zeros_like(terms["loss"]), terms["loss"], sample_weight)
@@ -311,12 +381,119 @@ class DiffusionModel(keras.Model):
         decay = ops.convert_to_tensor(self.ema_decay, "float32")
         if self.ema_warmup:
             decay = ops.minimum(decay, (1.0 + n) / (10.0 + n))
+        moves = ops.convert_to_tensor(1.0, "float32")
+        optimizer = getattr(self, "optimizer", None)
+        accumulation = getattr(optimizer, "gradient_accumulation_steps", None)
+        if accumulation:
+            # The weights change once every `accumulation` batches; the EMA
+            # moves on the first batch after each update (iterations % k == 0).
+            iterations = ops.cast(self.optimizer.iterations, "int32")
+            moves = ops.cast(ops.equal(ops.mod(iterations, accumulation), 0), "float32")
+            decay = moves * decay + (1.0 - moves)
         pairs = (self.ema_network.weights, self.network.weights)
         if not fused_moving_average(*pairs, decay):
             for ema_var, var in zip(*pairs):
                 value = ops.stop_gradient(ops.cast(var.value, ema_var.dtype))
                 ema_var.assign(decay * ema_var.value + (1.0 - decay) * value)
-        self.ema_updates.assign(n + 1.0)
+        self.ema_updates.assign(n + moves)
+
+    # ------------------------------------------------------------------
+    # fit / evaluate: checks before the compiled step
+    # ------------------------------------------------------------------
+    def _check_batch_arrays(self, x, y):
+        """Checks array inputs of `fit`/`evaluate` before anything is compiled."""
+        if isinstance(x, dict):
+            arrays = dict(x)
+            images = arrays.get("images", arrays.get("high_res"))
+            labels = arrays.get("labels", y)
+        elif isinstance(x, (tuple, list)):
+            images, labels = (x[0] if x else None), y
+            arrays = {"images": images, "low_res": x[1] if len(x) > 1 else None}
+        else:
+            images, labels, arrays = x, y, {"images": x}
+        if images is None or labels is None or not hasattr(images, "shape"):
+            return  # _unpack_batch names what is missing
+        n = min(len(images), 2)
+        first = (
+            {k: v[:n] for k, v in arrays.items() if v is not None}
+            if isinstance(x, dict)
+            else (tuple(v[:n] for v in x) if isinstance(x, (tuple, list)) else images[:n])
+        )
+        self._unpack_batch(first, None if labels is None else labels[:n])
+        self.check_labels(np.asarray(labels).reshape(len(labels), -1)[:, 0])
+        for name, value in arrays.items():
+            if value is None or name == "labels":
+                continue
+            value = np.asarray(value)
+            if not np.isfinite(value).all():
+                bad = np.argwhere(~np.isfinite(value).reshape(len(value), -1).all(axis=1))[:, 0]
+                raise ValueError(
+                    f"{name} hold non-finite values (NaN or Inf) in {len(bad)} examples, "
+                    f"the first at index {int(bad[0])}."
+                )
+            lo, hi = float(value.min()), float(value.max())
+            if lo < -1.0 - _PIXEL_TOLERANCE or hi > 1.0 + _PIXEL_TOLERANCE:
+                hint = " (uint8-range pixels: use x / 127.5 - 1)" if hi > 2.0 else ""
+                raise ValueError(
+                    f"Expected {name} in [-1, 1]. Received: values in [{lo:.4g}, {hi:.4g}]{hint}"
+                )
+            if lo >= 0.0 and hi > 0.0:
+                warnings.warn(
+                    f"{name} lie in [{lo:.3g}, {hi:.3g}], all >= 0: keras_cdm expects images "
+                    "in [-1, 1]; images in [0, 1] should be mapped with 2 * x - 1.",
+                    stacklevel=3,
+                )
+
+    def _check_dataset_spec(self, dataset):
+        """Checks a `tf.data.Dataset`'s element spec (shapes, dtypes) up front."""
+        spec = getattr(dataset, "element_spec", None)
+        if spec is None or not isinstance(spec, (tuple, dict)):
+            return
+
+        def dummy(s):
+            shape = tuple(1 if d is None else d for d in s.shape)
+            return np.zeros(shape, dtype=s.dtype.as_numpy_dtype)
+
+        if isinstance(spec, tuple):
+            x = spec[0]
+            x = {k: dummy(v) for k, v in x.items()} if isinstance(x, dict) else dummy(x)
+            y = dummy(spec[1]) if len(spec) > 1 and spec[1] is not None else None
+        else:
+            x, y = {k: dummy(v) for k, v in spec.items()}, None
+        self._unpack_batch(x, y)
+
+    def _check_inputs(self, x, y):
+        if hasattr(x, "element_spec"):
+            self._check_dataset_spec(x)
+        elif x is not None and not isinstance(x, keras.utils.PyDataset):
+            self._check_batch_arrays(x, y)
+
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`, with the input checks and `TrainingGuard` above."""
+        self._check_inputs(x, y)
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, training_guard.TrainingGuard) for c in callbacks):
+            callbacks.insert(0, training_guard.TrainingGuard())
+        with keep_variables_on_failure(self):
+            return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, seed=0, **kwargs):
+        """`keras.Model.evaluate` of the training objective, reproducible per `seed`.
+
+        Reports `loss`, `mse` and `vb` (see the class docstring) with `t`
+        and noise drawn from `seed`; the model's training RNG state is
+        restored afterwards, so evaluating does not change later training.
+        """
+        self._check_inputs(x, y)
+        training_state = ops.copy(self.seed_generator.state.value)
+        self.seed_generator.state.assign(
+            np.array([check_seed(seed) % (2**31 - 1), 0], dtype=self.seed_generator.state.dtype)
+        )
+        try:
+            with keep_variables_on_failure(self):
+                return super().evaluate(x, y, *args, **kwargs)
+        finally:
+            self.seed_generator.state.assign(training_state)
 
     def reset_ema(self):
         """Copies the raw weights into the EMA network."""
@@ -335,7 +512,9 @@ class DiffusionModel(keras.Model):
                 "Labels must be a 1D array of integer class ids. Received: "
                 f"shape={labels.shape}, dtype={labels.dtype}"
             )
-        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+        if labels.size == 0:
+            raise ValueError("Expected at least one label. Received: an empty label array")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(
                 f"Labels must lie in [0, {self.num_classes}). Received: "
                 f"labels in [{labels.min()}, {labels.max()}]"
@@ -364,6 +543,7 @@ class DiffusionModel(keras.Model):
         stop_at=0,
         noise=None,
         verbose=False,
+        image_indices=None,
     ):
         """Draws images for `labels` by running the reverse process.
 
@@ -376,18 +556,24 @@ class DiffusionModel(keras.Model):
             guidance_scale: float. Classifier-free guidance weight; `1`
                 disables it. Needs a stage trained with `label_dropout > 0`.
             use_ema: bool. Sample with the EMA weights. Defaults to `True`.
-            seed: int or None. Seed of the initial noise and every step.
+            seed: int or None. Seed of the initial noise and every step
+                (`None`: a fresh random seed). Image `i` draws from its own
+                stream, so it does not depend on the batch it is in.
             stop_at: int. Stop the reverse process at level `s` (paper's
                 1-indexed convention) and return `z_s` (truncated cascade);
                 `0` runs to the end.
             noise: optional initial `x_T`.
             verbose: bool. Show a progress bar.
+            image_indices: ints or None. The images' indices in a larger
+                request (`None`: `0 .. batch-1`); `CascadeSampler` passes
+                them so batching does not change the images.
 
         Returns:
             A float32 NumPy array `(batch, size, size, channels)`; in [-1, 1]
             when `stop_at == 0`.
         """
         labels = self.check_labels(labels)
+        seed = check_seed(seed)
         stage = self.stage_sampler(
             num_steps=num_steps,
             sampler=sampler,
@@ -397,14 +583,18 @@ class DiffusionModel(keras.Model):
             use_ema=use_ema,
             stop_at=stop_at,
         )
-        return stage.run(labels, conditioning={}, seed=seed, noise=noise, verbose=verbose)
+        return stage.run(labels, {}, seed, image_indices, noise=noise, verbose=verbose)
 
-    def compute_bpd(self, images, labels, use_ema=True):
+    def compute_bpd(self, images, labels, use_ema=True, seed=0, verbose=False):
         """The full variational bound in bits per dimension, per example.
 
-        Runs the network once per timestep (T calls), so use small batches.
+        Runs the network once per timestep (T calls, a progress bar when
+        `verbose`), so use small batches. The same `seed` gives the same
+        figures.
         """
         from keras_cdm.sampling.stage_sampler import variational_bound_bpd
 
         labels = self.check_labels(labels)
-        return variational_bound_bpd(self, np.asarray(images, "float32"), labels, {}, use_ema)
+        images = np.asarray(images, "float32")
+        self._check_batch_arrays(images, labels)
+        return variational_bound_bpd(self, images, labels, {}, use_ema, check_seed(seed), verbose)

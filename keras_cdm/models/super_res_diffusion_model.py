@@ -9,6 +9,8 @@ from keras_cdm.models.augmentation import area_downsample
 from keras_cdm.models.augmentation import per_example_gaussian_blur
 from keras_cdm.models.diffusion_model import DiffusionModel
 from keras_cdm.networks.super_res_unet import SuperResUNet
+from keras_cdm.utils.seeds import ImageNoise
+from keras_cdm.utils.seeds import check_seed
 
 AUGMENTATIONS = ("gaussian", "blur", "none")
 
@@ -137,6 +139,9 @@ class SuperResDiffusionModel(DiffusionModel):
     # ------------------------------------------------------------------
     # Training
     # ------------------------------------------------------------------
+    def _conditioning_images(self, extra):
+        return ["low_res"]
+
     def _network_inputs(self, x_t, t, labels, extra, training):
         return {"x_t": x_t, "t": t, "labels": labels, **self._augment(extra["low_res"])}
 
@@ -178,7 +183,7 @@ class SuperResDiffusionModel(DiffusionModel):
     # ------------------------------------------------------------------
     # Sampling
     # ------------------------------------------------------------------
-    def prepare_conditioning(self, low_res, aug_level=0, noisy=False, seed=None):
+    def prepare_conditioning(self, low_res, aug_level=0, noisy=False, seed=0, image_indices=None):
         """Turns the stage below's output into this stage's conditioning.
 
         Args:
@@ -188,7 +193,9 @@ class SuperResDiffusionModel(DiffusionModel):
             aug_level: int. The level `s` the network is told (and, for a
                 clean input, the noise level added: non-truncated cascade).
             noisy: bool. `low_res` is already `z_s`.
-            seed: int or None. Seed of the added noise.
+            seed: int. Seed of the added noise (image `i` of the request
+                draws from its own stream, see `keras_cdm.utils.seeds`).
+            image_indices: ints or None. The images' indices in the request.
 
         Returns:
             A dict with `"low_res"` and `"aug_level"` network inputs.
@@ -199,6 +206,12 @@ class SuperResDiffusionModel(DiffusionModel):
             raise ValueError(
                 f"Expected low_res of shape (batch, {', '.join(map(str, expected))}) "
                 f"for this stage. Received: low_res.shape={low_res.shape}"
+            )
+        if not np.isfinite(low_res).all():
+            bad = np.argwhere(~np.isfinite(low_res).reshape(len(low_res), -1).all(axis=1))[:, 0]
+            raise ValueError(
+                f"low_res holds non-finite values (NaN or Inf) in {len(bad)} images, "
+                f"the first at index {int(bad[0])}."
             )
         max_level = self.low_res_diffusion.num_timesteps
         if isinstance(aug_level, bool) or not isinstance(aug_level, (int, np.integer)):
@@ -221,9 +234,9 @@ class SuperResDiffusionModel(DiffusionModel):
                 )
             if aug_level > 0:
                 levels = ops.full((low_res.shape[0],), aug_level, dtype="int32")
-                noise = keras.random.normal(
-                    low_res.shape, seed=keras.random.SeedGenerator(_offset_seed(seed, 7919))
-                )
+                if image_indices is None:
+                    image_indices = range(len(low_res))
+                noise = ImageNoise(seed, image_indices, stream=1).normal(low_res.shape[1:])
                 low_res = ops.convert_to_numpy(
                     self.low_res_diffusion.q_sample_augmentation(
                         ops.convert_to_tensor(low_res), levels, noise
@@ -248,6 +261,7 @@ class SuperResDiffusionModel(DiffusionModel):
         stop_at=0,
         noise=None,
         verbose=False,
+        image_indices=None,
     ):
         """Draws high-resolution images conditioned on `low_res`.
 
@@ -260,7 +274,10 @@ class SuperResDiffusionModel(DiffusionModel):
             **kwargs: as `keras_cdm.DiffusionModel.sample`.
         """
         labels = self.check_labels(labels)
-        conditioning = self.prepare_conditioning(low_res, aug_level, noisy_low_res, seed)
+        seed = check_seed(seed)
+        conditioning = self.prepare_conditioning(
+            low_res, aug_level, noisy_low_res, seed, image_indices
+        )
         if conditioning["low_res"].shape[0] != labels.shape[0]:
             raise ValueError(
                 "low_res and labels must have the same batch size. Received: "
@@ -275,10 +292,11 @@ class SuperResDiffusionModel(DiffusionModel):
             use_ema=use_ema,
             stop_at=stop_at,
         )
-        return stage.run(labels, conditioning=conditioning, seed=seed, noise=noise, verbose=verbose)
+        return stage.run(labels, conditioning, seed, image_indices, noise=noise, verbose=verbose)
 
-    def compute_bpd(self, images, labels, low_res=None, use_ema=True):
-        """The variational bound in bits/dim given clean conditioning (s = 0)."""
+    def compute_bpd(self, images, labels, low_res=None, use_ema=True, seed=0, verbose=False):
+        """The variational bound in bits/dim given clean conditioning (s = 0);
+        `T` network calls (a progress bar when `verbose`)."""
         from keras_cdm.sampling.stage_sampler import variational_bound_bpd
 
         labels = self.check_labels(labels)
@@ -287,10 +305,4 @@ class SuperResDiffusionModel(DiffusionModel):
             factor = self.image_size // self.low_res_size
             low_res = ops.convert_to_numpy(area_downsample(ops.convert_to_tensor(images), factor))
         cond = self.prepare_conditioning(low_res, 0)
-        return variational_bound_bpd(self, images, labels, cond, use_ema)
-
-
-def _offset_seed(seed, offset):
-    if seed is None:
-        return None
-    return (int(seed) + offset) % (2**31 - 1)
+        return variational_bound_bpd(self, images, labels, cond, use_ema, check_seed(seed), verbose)

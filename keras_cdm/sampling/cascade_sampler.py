@@ -1,8 +1,14 @@
+import numbers
+import os
+
 import numpy as np
 
 from keras_cdm.models.diffusion_model import DiffusionModel
+from keras_cdm.models.loading import load_stage
 from keras_cdm.models.super_res_diffusion_model import SuperResDiffusionModel
 from keras_cdm.utils.images import to_uint8
+from keras_cdm.utils.seeds import check_seed
+from keras_cdm.utils.seeds import derive_seed
 
 MODES = ("truncated", "non_truncated")
 
@@ -18,15 +24,8 @@ def _per_stage(name, value, n):
 
 
 def _load_stage(stage):
-    if isinstance(stage, str):
-        import keras
-
-        import keras_cdm  # noqa: F401  (registers the classes)
-
-        try:
-            stage = keras.saving.load_model(stage, compile=False)
-        except Exception as e:  # corrupt or foreign file
-            raise ValueError(f"Could not load a keras_cdm stage from {stage!r}: {e}") from e
+    if isinstance(stage, (str, os.PathLike)):
+        stage = load_stage(stage, compile=False)
     if not isinstance(stage, DiffusionModel):
         raise ValueError(
             "Each stage must be a keras_cdm DiffusionModel or SuperResDiffusionModel "
@@ -112,6 +111,8 @@ class CascadeSampler:
         self.aug_levels = _per_stage("aug_levels", aug_levels, n - 1) if n > 1 else []
         for k, s in enumerate(self.aug_levels):
             sr = stages[k + 1]
+            if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+                raise ValueError(f"aug_levels[{k}] must be an int level s. Received: {s!r}")
             if not 0 <= int(s) <= sr.low_res_diffusion.num_timesteps:
                 raise ValueError(
                     f"aug_levels[{k}] must lie in [0, {sr.low_res_diffusion.num_timesteps}]. "
@@ -139,8 +140,9 @@ class CascadeSampler:
     def num_classes(self):
         return self.stages[0].num_classes
 
-    def _stage_kwargs(self, k, seed):
+    def _stage_kwargs(self, k, seed, image_indices):
         return {
+            "image_indices": image_indices,
             "num_steps": self.num_steps[k],
             "sampler": self.sampler[k],
             "guidance_scale": self.guidance_scale[k],
@@ -155,7 +157,20 @@ class CascadeSampler:
         if labels is None:
             if num_images is None:
                 raise ValueError("Pass `labels` or `num_images`.")
+            if (
+                isinstance(num_images, bool)
+                or not isinstance(num_images, numbers.Integral)
+                or num_images <= 0
+            ):
+                raise ValueError(
+                    f"`num_images` must be a positive int. Received: num_images={num_images!r}"
+                )
             labels = np.arange(num_images) % self.num_classes
+        elif num_images is not None and num_images != len(labels):
+            raise ValueError(
+                f"Pass `labels` or `num_images`, not both with different counts. Received: "
+                f"{len(labels)} labels and num_images={num_images}"
+            )
         return self.stages[0].check_labels(np.asarray(labels))
 
     def sample(
@@ -172,7 +187,9 @@ class CascadeSampler:
         Args:
             labels: int array of class ids, one per image.
             num_images: int. With `labels=None`, labels cycle over the classes.
-            seed: int. The same seed gives the same images on the same backend.
+            seed: int. The same seed gives the same images, however they
+                are batched: image `i` draws from streams keyed by the seed,
+                the stage and `i` alone.
             batch_size: int or None. Images per batch (`None`: all at once).
             output: str. `"float"` (in [-1, 1]) or `"uint8"`.
             return_all_stages: bool. Also return every stage's output.
@@ -184,10 +201,21 @@ class CascadeSampler:
         if output not in ("float", "uint8"):
             raise ValueError(f"`output` must be 'float' or 'uint8'. Received: {output!r}")
         labels = self._resolve_labels(labels, num_images)
-        batch_size = batch_size or len(labels)
+        seed = check_seed(seed)
+        if batch_size is None:
+            batch_size = len(labels)
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, numbers.Integral)
+            or batch_size <= 0
+        ):
+            raise ValueError(
+                f"`batch_size` must be a positive int or None. Received: batch_size={batch_size!r}"
+            )
         per_stage = [[] for _ in self.stages]
-        for b, start in enumerate(range(0, len(labels), batch_size)):
-            outs = self._sample_batch(labels[start : start + batch_size], seed, b)
+        for start in range(0, len(labels), batch_size):
+            indices = np.arange(start, min(start + batch_size, len(labels)))
+            outs = self._sample_batch(labels[indices], seed, indices)
             for k, out in enumerate(outs):
                 per_stage[k].append(out)
         per_stage = [np.concatenate(p, axis=0) for p in per_stage]
@@ -197,15 +225,16 @@ class CascadeSampler:
             return per_stage[-1], per_stage
         return per_stage[-1]
 
-    def _seed(self, seed, batch_index, stage):
-        return (int(seed) * 1_000_003 + batch_index * 101 + stage) % (2**31 - 1)
+    def stage_seed(self, seed, stage):
+        """The seed stage `stage` samples with for the cascade's `seed`."""
+        return derive_seed(seed, stage)
 
-    def _sample_batch(self, labels, seed, batch_index):
+    def _sample_batch(self, labels, seed, indices):
         truncated = self.mode == "truncated"
         outputs = []
         stop = self.aug_levels[0] if truncated and self.aug_levels else 0
         x = self.stages[0].sample(
-            labels, stop_at=stop, **self._stage_kwargs(0, self._seed(seed, batch_index, 0))
+            labels, stop_at=stop, **self._stage_kwargs(0, self.stage_seed(seed, 0), indices)
         )
         outputs.append(x)
         for k, stage in enumerate(self.stages[1:], start=1):
@@ -219,7 +248,7 @@ class CascadeSampler:
                 aug_level=s,
                 noisy_low_res=noisy,
                 stop_at=stop,
-                **self._stage_kwargs(k, self._seed(seed, batch_index, k)),
+                **self._stage_kwargs(k, self.stage_seed(seed, k), indices),
             )
             outputs.append(x)
         return outputs
@@ -237,6 +266,7 @@ class CascadeSampler:
         if len(self.stages) < 2:
             raise ValueError("A sweep over s needs at least one SR stage.")
         labels = self._resolve_labels(labels, num_images)
+        seed = check_seed(seed)
         below = CascadeSampler(
             self.stages[:-1],
             aug_levels=self.aug_levels[:-1],
@@ -253,10 +283,10 @@ class CascadeSampler:
         last = len(self.stages) - 1
         results = {"low_res": low_res}
         for s in aug_levels:
-            results[int(s)] = self.stages[-1].sample(
+            results[s] = self.stages[-1].sample(
                 low_res,
                 labels,
-                aug_level=int(s),
-                **self._stage_kwargs(last, self._seed(seed, 0, last)),
+                aug_level=s,
+                **self._stage_kwargs(last, self.stage_seed(seed, last), np.arange(len(labels))),
             )
         return results

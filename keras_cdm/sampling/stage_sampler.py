@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_cdm.backend import compile_stateful
 from keras_cdm.backend import random_normal
+from keras_cdm.utils.seeds import ImageNoise
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -34,6 +35,10 @@ class StageSampler:
     Built by `DiffusionModel.stage_sampler(...)` and cached there, so that
     repeated `sample` calls of the same batch size reuse the compiled step.
     `trace_count` counts how often the step was traced (JAX, TensorFlow).
+
+    The noise of image `i` (its `x_T` and every step's draw) comes from its
+    own stream (`keras_cdm.utils.seeds.ImageNoise`), so an image depends on
+    the seed and its index only, not on the batch it is sampled in.
     """
 
     def __init__(
@@ -65,6 +70,18 @@ class StageSampler:
             )
         if not 0 <= stop_at <= T:
             raise ValueError(f"`stop_at` must lie in [0, {T}]. Received: stop_at={stop_at}")
+        if (
+            isinstance(guidance_scale, bool)
+            or not isinstance(guidance_scale, (int, float, np.integer, np.floating))
+            or not np.isfinite(guidance_scale)
+            or guidance_scale < 0
+        ):
+            raise ValueError(
+                "`guidance_scale` must be a finite number >= 0 (1 disables guidance). "
+                f"Received: guidance_scale={guidance_scale!r}"
+            )
+        if not np.isfinite(eta) or eta < 0:
+            raise ValueError(f"`eta` must be a finite number >= 0. Received: eta={eta!r}")
         if guidance_scale != 1.0 and model.label_dropout == 0.0:
             raise ValueError(
                 "Classifier-free guidance needs a stage trained with label_dropout > 0 "
@@ -81,11 +98,8 @@ class StageSampler:
         self.stop_at = stop_at
         self.last_index = 1 if stop_at > 0 else 0
         self.network = model.ema_network if use_ema else model.network
-        self.seed_generator = keras.random.SeedGenerator(0)
         self.trace_count = 0
-        self._step = compile_stateful(
-            self._step_fn, self.network.variables, [self.seed_generator.state]
-        )
+        self._step = compile_stateful(self._step_fn, self.network.variables, [])
 
     @property
     def num_steps(self):
@@ -103,52 +117,77 @@ class StageSampler:
         guided = uncond[..., :c] + self.guidance_scale * (cond[..., :c] - uncond[..., :c])
         return ops.concatenate([guided, cond[..., c:]], axis=-1)
 
-    def _step_fn(self, x, i, labels, conditioning):
+    @property
+    def draws_noise(self):
+        """Whether a step uses fresh noise (not for deterministic DDIM)."""
+        return self.sampler == "ddpm" or self.eta > 0
+
+    def _step_fn(self, x, i, labels, conditioning, noise):
         self.trace_count += 1
         t = ops.full(ops.shape(labels), i, dtype="int32")
         inputs = {"x_t": x, "t": self.diffusion.original_timesteps(t), "labels": labels}
         inputs.update(conditioning)
         out = self._model_output(inputs)
-        noise = random_normal(ops.shape(x), seed=self.seed_generator)
         if self.sampler == "ddpm":
             x_prev, _ = self.diffusion.p_sample_step(out, x, t, noise, self.clip_denoised)
         else:
             x_prev, _ = self.diffusion.ddim_step(out, x, t, noise, self.eta, self.clip_denoised)
         return x_prev
 
-    def run(self, labels, conditioning, seed=None, noise=None, verbose=False):
-        """Runs the reverse process and returns a float32 NumPy array."""
-        if seed is None:
-            seed = int(np.random.randint(0, 2**31 - 1))
+    def run(self, labels, conditioning, seed, image_indices=None, noise=None, verbose=False):
+        """Runs the reverse process and returns a float32 NumPy array.
+
+        Args:
+            labels: int32 array `(batch,)`.
+            conditioning: dict of extra network inputs (SR stages).
+            seed: int. Seed of every image's noise stream.
+            image_indices: ints. The images' indices in the whole request
+                (`None`: `0 .. batch-1`).
+            noise: optional initial `x_T`.
+            verbose: bool. Show a progress bar.
+        """
         batch = len(labels)
-        shape = (batch, self.model.image_size, self.model.image_size, self.model.channels)
+        if image_indices is None:
+            image_indices = range(batch)
+        if len(image_indices) != batch:
+            raise ValueError(
+                f"Expected one image index per label ({batch}). "
+                f"Received: {len(image_indices)} image_indices"
+            )
+        image_shape = (self.model.image_size, self.model.image_size, self.model.channels)
+        streams = ImageNoise(seed, image_indices, stream=0)
         if noise is None:
-            x = keras.random.normal(shape, seed=keras.random.SeedGenerator(int(seed)))
+            x = streams.normal(image_shape)
         else:
-            x = ops.convert_to_tensor(np.asarray(noise, "float32"))
-            if tuple(x.shape) != shape:
-                raise ValueError(f"Expected noise of shape {shape}. Received: {tuple(x.shape)}")
-        self.seed_generator.state.assign(np.array([int(seed) % (2**31 - 1), 1], "uint32"))
+            x = np.asarray(noise, "float32")
+            if x.shape != (batch,) + image_shape:
+                raise ValueError(
+                    f"Expected noise of shape {(batch,) + image_shape}. Received: {x.shape}"
+                )
+        x = ops.convert_to_tensor(x)
         labels = ops.convert_to_tensor(labels, "int32")
         conditioning = {k: ops.convert_to_tensor(v) for k, v in conditioning.items()}
+        zeros = None if self.draws_noise else ops.zeros_like(x)
         steps = list(range(self.diffusion.num_timesteps - 1, self.last_index - 1, -1))
         progbar = keras.utils.Progbar(len(steps), unit_name="step") if verbose else None
         for n, i in enumerate(steps):
-            x = self._step(x, ops.convert_to_tensor(i, "int32"), labels, conditioning)
+            eps = ops.convert_to_tensor(streams.normal(image_shape)) if zeros is None else zeros
+            x = self._step(x, ops.convert_to_tensor(i, "int32"), labels, conditioning, eps)
             if progbar is not None:
                 progbar.update(n + 1)
         return np.asarray(ops.convert_to_numpy(x), dtype="float32")
 
 
-def variational_bound_bpd(model, images, labels, conditioning, use_ema=True):
+def variational_bound_bpd(model, images, labels, conditioning, use_ema=True, seed=0, verbose=False):
     """Full variational bound (sum of L_t over all t plus the prior), bits/dim.
 
     Uses the true posterior sample x_t ~ q(x_t | x_0) at every t, as DDPM's
-    and Improved DDPM's `calc_bpd_loop`.
+    and Improved DDPM's `calc_bpd_loop`: `T` network calls, shown by a
+    progress bar when `verbose`. The same `seed` gives the same figures.
     """
     network = model.ema_network if use_ema else model.network
     diffusion = model.diffusion
-    seed = keras.random.SeedGenerator(0)
+    seed = keras.random.SeedGenerator(seed)
     x0 = ops.convert_to_tensor(images)
     labels = ops.convert_to_tensor(labels, "int32")
     cond = {k: ops.convert_to_tensor(v) for k, v in conditioning.items()}
@@ -161,7 +200,10 @@ def variational_bound_bpd(model, images, labels, conditioning, use_ema=True):
 
     step = compile_stateful(term, network.variables, [seed.state])
     total = diffusion.prior_bpd(x0)
+    progbar = keras.utils.Progbar(diffusion.num_timesteps, unit_name="t") if verbose else None
     for i in range(diffusion.num_timesteps):
         t = ops.full((len(images),), i, dtype="int32")
         total = total + step(x0, t)
+        if progbar is not None:
+            progbar.update(i + 1)
     return np.asarray(ops.convert_to_numpy(total))

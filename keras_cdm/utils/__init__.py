@@ -1,5 +1,6 @@
-"""Image conversions and result files."""
+"""Image conversions, result files and seed derivation."""
 
 from keras_cdm.utils import images
+from keras_cdm.utils import seeds
 
-__all__ = ["images"]
+__all__ = ["images", "seeds"]

@@ -271,8 +271,10 @@ def test_bad_files_raise(tmp_path):
 
     with pytest.raises(ValueError, match="Could not load a keras_cdm stage"):
         CascadeSampler([str(truncated)])
-    with pytest.raises(ValueError, match="must be a keras_cdm DiffusionModel"):
+    with pytest.raises(ValueError, match="holds a UNet, not a keras_cdm DiffusionModel"):
         CascadeSampler([str(full)])
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
+        CascadeSampler([str(tmp_path / "missing.keras")])
 
 
 _LOAD_SCRIPT = r"""

@@ -76,12 +76,21 @@ def test_truncated_hands_over_noisy_latent(stages):
     assert np.abs(z).max() > 1.0 or z.std() > 0.5
 
 
-def test_batching_gives_same_images_as_one_batch_per_stage_seed(stages):
+@pytest.mark.parametrize("mode", ["non_truncated", "truncated"])
+def test_images_do_not_depend_on_batching(stages, mode):
     base, sr1, _ = stages
-    c = CascadeSampler([base, sr1], aug_levels=[5], num_steps=3)
-    out = c.sample(labels=[0, 1, 2, 0], seed=3, batch_size=2)
-    assert out.shape == (4, 8, 8, 3)
-    np.testing.assert_array_equal(out, c.sample(labels=[0, 1, 2, 0], seed=3, batch_size=2))
+    c = CascadeSampler([base, sr1], aug_levels=[5], num_steps=3, mode=mode)
+    labels = [0, 1, 2, 0, 1]
+    whole = c.sample(labels=labels, seed=3)
+    assert whole.shape == (5, 8, 8, 3)
+    for batch_size in (1, 2, 3):
+        np.testing.assert_allclose(
+            c.sample(labels=labels, seed=3, batch_size=batch_size), whole, atol=1e-5
+        )
+    # Image i depends on its own index only: the first images of a longer
+    # request are the images of a shorter one.
+    np.testing.assert_allclose(c.sample(labels=labels[:2], seed=3), whole[:2], atol=1e-5)
+    assert not np.allclose(whole[0], whole[3])  # same label, different stream
 
 
 def test_sweep_reuses_low_res(stages):
@@ -92,7 +101,7 @@ def test_sweep_reuses_low_res(stages):
     assert res[0].shape == (2, 8, 8, 3)
     assert not np.allclose(res[0], res[40])
     direct = sr1.sample(
-        res["low_res"], np.array([0, 1]), aug_level=10, num_steps=3, seed=c._seed(0, 0, 1)
+        res["low_res"], np.array([0, 1]), aug_level=10, num_steps=3, seed=c.stage_seed(0, 1)
     )
     np.testing.assert_array_equal(direct, res[10])
 
