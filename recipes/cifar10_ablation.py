@@ -92,13 +92,14 @@ def train_all(args):
                 str(args.seed),
                 "--output_dir",
                 out,
-                "--resume",
             ]
+            + (["--resume"] if os.path.exists(os.path.join(out, "checkpoint.keras")) else [])
             + extra
             + (["--smoke"] if args.smoke else []),
         )
-        with open(os.path.join(out, "train_time.json"), "w") as f:
-            json.dump({"seconds_this_run": time.time() - start}, f)
+        common.write_json(
+            os.path.join(out, "train_time.json"), {"seconds_this_run": time.time() - start}
+        )
     return paths
 
 
@@ -192,7 +193,11 @@ def main(argv=None):
         return sample_chunked(
             os.path.join(out, "samples", f"{name}.npz"),
             lambda lab, i: base16.sample(
-                lab, num_steps=steps, seed=seed * 1000 + i, stop_at=stop_at
+                lab,
+                num_steps=steps,
+                seed=seed,
+                stop_at=stop_at,
+                image_indices=np.arange(i * args.chunk, i * args.chunk + len(lab)),
             ),
             labels,
             args.chunk,
@@ -207,7 +212,8 @@ def main(argv=None):
                 aug_level=s,
                 noisy_low_res=noisy,
                 num_steps=steps,
-                seed=seed * 1000 + i,
+                seed=seed,
+                image_indices=np.arange(i * args.chunk, i * args.chunk + len(lab)),
             ),
             labels,
             args.chunk,
@@ -215,7 +221,7 @@ def main(argv=None):
 
     # 3. Sweep of s on a separate, smaller sample set.
     sweep_path = os.path.join(out, "sweep.json")
-    sweep = json.load(open(sweep_path)) if os.path.exists(sweep_path) else {}
+    sweep = read_json(sweep_path)
     sweep_labels = np.arange(args.sweep_samples) % 10
     low = np.clip(base_samples("sweep_base16", sweep_labels, seed=11), -1, 1)
     for s in SWEEP:
@@ -225,7 +231,7 @@ def main(argv=None):
         images = sr_samples(f"sweep_gauss_s{s}", sr["sr_gauss"], low, sweep_labels, s, seed=12)
         r = ev.evaluate_samples(extractor, to_u8(images), sweep_labels, reference)
         sweep[str(s)] = {"fid": r["fid"], "class_accuracy": r.get("class_accuracy")}
-        json.dump(sweep, open(sweep_path, "w"), indent=2)
+        common.write_json(sweep_path, sweep)
     best = int(min(sweep, key=lambda k: sweep[k]["fid"]))
     log(
         f"sweep FIDs {json.dumps({k: round(v['fid'], 2) for k, v in sweep.items()})}; best s={best}"
@@ -234,13 +240,18 @@ def main(argv=None):
     # 4. Final arms on num_samples each (same labels, 500 per class).
     labels = np.arange(args.num_samples) % 10
     results_path = os.path.join(out, "results.json")
-    results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    results = read_json(results_path)
     low = np.clip(base_samples("base16", labels, seed=21), -1, 1)
     arms = {
         "base16 (16x16, for reference)": lambda: low,
         "base32 (non-cascaded)": lambda: sample_chunked(
             os.path.join(out, "samples", "base32.npz"),
-            lambda lab, i: base32.sample(lab, num_steps=steps, seed=31000 + i),
+            lambda lab, i: base32.sample(
+                lab,
+                num_steps=steps,
+                seed=31,
+                image_indices=np.arange(i * args.chunk, i * args.chunk + len(lab)),
+            ),
             labels,
             args.chunk,
         ),
@@ -272,9 +283,16 @@ def main(argv=None):
         pick = np.concatenate([np.where(labels == c)[0][:per_class] for c in range(10)])
         slug = name.split(" (")[0].replace(", ", "_").replace(" ", "_").replace("=", "")
         save_class_grid(os.path.join(out, f"grid_{slug}.png"), images[pick], labels[pick])
-        json.dump(results, open(results_path, "w"), indent=2)
+        common.write_json(results_path, results)
         log(f"{name}: FID {results[name]['fid']:.2f}")
     write_table(out, results, sweep, best, args)
+
+
+def read_json(path):
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def to_u8(images):
@@ -282,7 +300,7 @@ def to_u8(images):
 
 
 def write_table(out, results, sweep, best, args):
-    clf = json.load(open(os.path.join(out, "classifier.json")))
+    clf = read_json(os.path.join(out, "classifier.json"))
     lines = [
         f"| arm | FID ({args.num_samples} samples) | FID of the two halves | class acc. "
         "| precision | recall |",

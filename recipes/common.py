@@ -5,7 +5,10 @@ Each `train_*.py` recipe is a stage name plus a call to `main`.
 
 import argparse
 import csv
+import importlib.util
+import inspect
 import json
+import math
 import os
 import sys
 import time
@@ -19,6 +22,42 @@ import keras_cdm  # noqa: E402
 from keras_cdm.backend import setup_torch_ddp  # noqa: E402
 from keras_cdm.backend import torch_process_group  # noqa: E402
 from keras_cdm.networks.presets import get_preset  # noqa: E402
+
+
+class _Validated:
+    """An argparse `type` that checks a value and names the flag when it fails."""
+
+    def __init__(self, kind, check, expected):
+        self.kind, self.check, self.expected = kind, check, expected
+        self.__name__ = expected  # argparse shows it in "invalid <name> value"
+
+    def __call__(self, text):
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {self.expected}, received {text!r}")
+        if not self.check(value):
+            raise argparse.ArgumentTypeError(f"expected {self.expected}, received {text!r}")
+        return value
+
+
+POSITIVE_INT = _Validated(int, lambda v: v > 0, "a positive int")
+NON_NEGATIVE_INT = _Validated(int, lambda v: v >= 0, "an int >= 0")
+POSITIVE_FLOAT = _Validated(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+UNIT_INTERVAL = _Validated(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+
+
+def _json_object(text):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, received {text!r} ({e})")
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, received {text!r}")
+    return value
+
+
+_json_object.__name__ = "JSON object"
 
 
 def parse_args(stage, argv=None):
@@ -35,36 +74,70 @@ def parse_args(stage, argv=None):
         help="'synthetic', an image folder (one sub-folder per class), or a TFDS name",
     )
     p.add_argument("--data_dir", default=None, help="TFDS data_dir")
-    p.add_argument("--num_synthetic", type=int, default=2000, help="synthetic set size")
-    p.add_argument("--batch_size", type=int, default=None, help="global batch size")
-    p.add_argument("--train_steps", type=int, default=None)
-    p.add_argument("--learning_rate", type=float, default=1e-4)
-    p.add_argument("--ema_decay", type=float, default=None)
+    p.add_argument("--num_synthetic", type=POSITIVE_INT, default=2000, help="synthetic set size")
+    p.add_argument("--batch_size", type=POSITIVE_INT, default=None, help="global batch size")
+    p.add_argument("--train_steps", type=POSITIVE_INT, default=None)
+    p.add_argument("--learning_rate", type=POSITIVE_FLOAT, default=1e-4)
+    p.add_argument("--ema_decay", type=UNIT_INTERVAL, default=None)
     p.add_argument(
         "--augmentation",
         default=None,
         choices=["gaussian", "blur", "none"],
         help="SR stages: conditioning augmentation (default: the paper's choice)",
     )
-    p.add_argument("--label_dropout", type=float, default=0.0)
+    p.add_argument("--label_dropout", type=UNIT_INTERVAL, default=0.0)
     p.add_argument(
         "--network",
+        type=_json_object,
         default=None,
         help="JSON overrides of the preset's network, e.g. '{\"base_channels\": 16}'",
     )
     p.add_argument("--output_dir", default=None)
-    p.add_argument("--checkpoint_every", type=int, default=None, help="steps between checkpoints")
     p.add_argument(
-        "--sample_every", type=int, default=0, help="checkpoints between sample grids (0: end only)"
+        "--checkpoint_every", type=POSITIVE_INT, default=None, help="steps between checkpoints"
     )
-    p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sample_every",
+        type=NON_NEGATIVE_INT,
+        default=0,
+        help="checkpoints between sample grids (0: end only)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from output_dir/checkpoint.keras (an error if there is none)",
+    )
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     p.add_argument(
         "--mixed_precision", default=None, choices=[None, "mixed_bfloat16", "mixed_float16"]
     )
-    p.add_argument("--flip", type=int, default=1)
+    p.add_argument("--flip", type=int, default=1, choices=[0, 1])
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard scalars to output_dir/tb (needs the tensorboard package)",
+    )
     p.add_argument("--smoke", action="store_true", help="a seconds-long run of the same code path")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.network:
+        unknown = sorted(set(args.network) - NETWORK_KEYS)
+        if unknown:
+            p.error(
+                f"argument --network: unknown network field(s) {unknown}; "
+                f"expected some of {sorted(NETWORK_KEYS)}"
+            )
+    if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        p.error("argument --tensorboard: needs the tensorboard package (pip install tensorboard)")
+    return args
+
+
+# Fields `--network` may override: the U-Net's arguments (and the SR U-Net's).
+NETWORK_KEYS = {
+    name
+    for cls in (keras_cdm.UNet, keras_cdm.SuperResUNet)
+    for name, param in inspect.signature(cls.__init__).parameters.items()
+    if name not in ("self", "kwargs", "_extra_config", "dtype")
+}
 
 
 # Paper batch sizes and steps (Appendix B); small/tiny scale them down.
@@ -80,6 +153,7 @@ PAPER_SCHEDULE = {
 
 
 def stage_settings(stage, args):
+    """`(preset name, global batch, total steps, checkpoint interval)`."""
     preset = stage if args.preset == "paper" else f"{stage}_{args.preset}"
     batch, steps = PAPER_SCHEDULE[stage]
     if args.preset != "paper":
@@ -89,12 +163,7 @@ def stage_settings(stage, args):
     batch = args.batch_size or batch
     steps = args.train_steps or steps
     every = args.checkpoint_every or max(1, min(1000, steps // 2 if args.smoke else 1000))
-    # `fit` runs whole epochs of `every` steps: use a divisor of `steps` so that
-    # training stops exactly at `steps`.
-    every = min(every, steps)
-    while steps % every:
-        every -= 1
-    return preset, batch, steps, every
+    return preset, batch, steps, min(every, steps)
 
 
 def configure_devices():
@@ -154,28 +223,100 @@ def configure_devices():
     return f"{backend} on one device", contextlib.nullcontext()
 
 
-def build_model(stage, preset, args):
+def _is_super_res(preset):
+    return "low_res_size" in get_preset(preset)["network"]
+
+
+def _stage_kwargs(stage, preset, args):
     kwargs = {"seed": args.seed, "label_dropout": args.label_dropout}
     if args.ema_decay is not None:
         kwargs["ema_decay"] = args.ema_decay
     elif args.smoke or args.preset == "tiny":
         kwargs["ema_decay"] = 0.999
-    network_overrides = json.loads(args.network) if args.network else {}
-    if not isinstance(network_overrides, dict):
-        raise ValueError(f"--network must be a JSON object. Received: {args.network!r}")
-    if args.mixed_precision:
-        network_overrides["dtype"] = args.mixed_precision
-    if "low_res_size" in get_preset(preset)["network"]:
+    if _is_super_res(preset):
         if args.augmentation:
             kwargs["augmentation"] = args.augmentation
         elif "128" in stage or "256" in stage:
             kwargs["augmentation"] = "blur"  # the paper's choice at 128 and 256
-        return keras_cdm.SuperResDiffusionModel.from_preset(
-            preset, network_overrides=network_overrides, **kwargs
-        )
-    return keras_cdm.DiffusionModel.from_preset(
-        preset, network_overrides=network_overrides, **kwargs
+        else:
+            kwargs["augmentation"] = "gaussian"
+    return kwargs
+
+
+def build_model(stage, preset, args):
+    network_overrides = dict(args.network or {})
+    if args.mixed_precision:
+        network_overrides["dtype"] = args.mixed_precision
+    cls = keras_cdm.SuperResDiffusionModel if _is_super_res(preset) else keras_cdm.DiffusionModel
+    return cls.from_preset(
+        preset, network_overrides=network_overrides, **_stage_kwargs(stage, preset, args)
     )
+
+
+def check_resumed_model(model, stage, preset, args, output_dir):
+    """Fails unless the checkpoint's stage is the one this command trains."""
+    expected_cls = "SuperResDiffusionModel" if _is_super_res(preset) else "DiffusionModel"
+    network = dict(get_preset(preset)["network"], **(args.network or {}))
+    found = model.network.get_config()
+    problems = []
+    if type(model).__name__ != expected_cls:
+        problems.append(f"it is a {type(model).__name__}, {stage} is a {expected_cls}")
+    for key, value in network.items():
+        if key in found and _plain(found[key]) != _plain(value):
+            problems.append(f"network {key}={_plain(found[key])}, expected {_plain(value)}")
+    for key, value in _stage_kwargs(stage, preset, args).items():
+        if key != "seed" and getattr(model, key, value) != value:
+            problems.append(f"{key}={getattr(model, key)!r}, expected {value!r}")
+    if problems:
+        raise ValueError(
+            f"The checkpoint in {output_dir!r} is not the stage this command trains "
+            f"({stage}, preset {preset}): {'; '.join(problems)}. Resume with the flags "
+            "that wrote it, or pass another --output_dir."
+        )
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+# What a resumed run must share with the run that wrote the checkpoint: the
+# stage and the data stream (the pipeline is skipped ahead batch by batch).
+RUN_KEYS = ("stage", "preset", "batch_size", "seed", "dataset", "num_synthetic", "flip")
+
+
+def run_record(stage, preset, batch, args):
+    return {
+        "stage": stage,
+        "preset": preset,
+        "batch_size": batch,
+        "seed": args.seed,
+        "dataset": args.dataset,
+        "num_synthetic": args.num_synthetic,
+        "flip": args.flip,
+        "network": args.network,
+        "keras_cdm": keras_cdm.__version__,
+    }
+
+
+def write_json(path, value):
+    """Writes JSON atomically: a kill leaves the old file or the new one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(tmp, path)
+
+
+def check_run_record(record, saved, output_dir):
+    flags = {"stage": "the recipe"}
+    for key in RUN_KEYS:
+        if key in saved and saved[key] != record[key]:
+            flag = flags.get(key, f"--{key}")
+            raise ValueError(
+                f"--resume: the run in {output_dir!r} was started with {key}="
+                f"{saved[key]!r} and this command gives {record[key]!r} ({flag}); a resumed "
+                "run must keep its stage and data stream. Pass the same value, or another "
+                "--output_dir for a new run."
+            )
 
 
 def build_dataset(model, args, batch, shard=None):
@@ -190,7 +331,14 @@ def build_dataset(model, args, batch, shard=None):
     )
     if source.num_classes > model.num_classes:
         raise ValueError(
-            f"The data has {source.num_classes} classes but the stage has {model.num_classes}."
+            f"--dataset {args.dataset!r} has {source.num_classes} classes but the stage has "
+            f"{model.num_classes}: labels would fall outside [0, {model.num_classes}). Pass "
+            f"--network '{{\"num_classes\": {source.num_classes}}}' for a new run."
+        )
+    if source.skipped:
+        print(
+            f"[keras_cdm] skipped {len(source.skipped)} unreadable image(s), "
+            f"first: {source.skipped[0]}"
         )
     if sr:
         return keras_cdm.data.super_res_dataset(
@@ -207,9 +355,15 @@ def build_dataset(model, args, batch, shard=None):
     )
 
 
+def current_step(model):
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
 class Checkpoint(keras.callbacks.Callback):
-    """Saves the whole stage (raw + EMA weights, optimizer, step, RNG) each epoch
-    (= `checkpoint_every` steps), logs a CSV row, and writes sample grids."""
+    """At the end of each epoch (= `checkpoint_every` steps, or fewer when the
+    run ends between two): saves the whole stage (raw + EMA weights,
+    optimizer with its step counter, RNG), logs a CSV row, and writes sample
+    grids. Every file is replaced atomically."""
 
     def __init__(self, output_dir, sample_every, num_classes):
         super().__init__()
@@ -217,14 +371,13 @@ class Checkpoint(keras.callbacks.Callback):
         self.sample_every = sample_every
         self.num_classes = num_classes
         self.csv_path = os.path.join(output_dir, "log.csv")
+        self.saves = 0
 
     def on_epoch_end(self, epoch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        step = current_step(self.model)
         ckpt = os.path.join(self.output_dir, "checkpoint.keras")
         self.model.save(ckpt + ".tmp.keras")
         os.replace(ckpt + ".tmp.keras", ckpt)  # atomic: a kill never leaves half a file
-        with open(os.path.join(self.output_dir, "checkpoint.json"), "w") as f:
-            json.dump({"step": step, "epoch": epoch + 1}, f)
         new = not os.path.exists(self.csv_path)
         with open(self.csv_path, "a", newline="") as f:
             w = csv.writer(f)
@@ -232,12 +385,27 @@ class Checkpoint(keras.callbacks.Callback):
             if new:
                 w.writerow(["step", "time"] + keys)
             w.writerow([step, f"{time.time():.1f}"] + [f"{float(logs[k]):.6g}" for k in keys])
-        if self.sample_every and (epoch + 1) % self.sample_every == 0:
+        self.saves += 1
+        if self.sample_every and self.saves % self.sample_every == 0:
             write_sample_grid(
                 self.model,
                 os.path.join(self.output_dir, f"samples_{step:08d}.png"),
                 self.num_classes,
             )
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Ends `fit` after global step `last` (inside an epoch if need be), so a
+    run stops exactly at `--train_steps` whatever the checkpoint interval."""
+
+    def __init__(self, first, last):
+        super().__init__()
+        self.step, self.last = first, last
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step >= self.last:
+            self.model.stop_training = True
 
 
 def write_sample_grid(model, path, num_classes, per_class=4, num_steps=50):
@@ -253,6 +421,47 @@ def write_sample_grid(model, path, num_classes, per_class=4, num_steps=50):
     return save_class_grid(path, out, labels)
 
 
+def jit_compile_setting(devices):
+    """torch.compile takes minutes on CPU for no gain here; XLA cannot place
+    the mirrored seed state of tf.distribute strategies."""
+    if keras.backend.backend() == "torch" or "Strategy" in devices:
+        return False
+    return "auto"
+
+
+def load_or_build(stage, preset, batch, args, output_dir, devices):
+    """The model to train and the step it is at (0 for a new run)."""
+    ckpt = os.path.join(output_dir, "checkpoint.keras")
+    record_path = os.path.join(output_dir, "run.json")
+    record = run_record(stage, preset, batch, args)
+    if args.resume:
+        if not os.path.exists(ckpt):
+            raise FileNotFoundError(
+                f"--resume: no checkpoint at {ckpt!r}. Drop --resume to start a new run."
+            )
+        if os.path.exists(record_path):
+            with open(record_path) as f:
+                check_run_record(record, json.load(f), output_dir)
+        model = keras_cdm.models.load_stage(ckpt)
+        check_resumed_model(model, stage, preset, args, output_dir)
+        jit = jit_compile_setting(devices)
+        if jit is False:
+            model.jit_compile = False
+        return model, current_step(model)
+    if os.path.exists(ckpt):
+        raise FileExistsError(
+            f"{output_dir!r} already holds a checkpoint: pass --resume to continue that run, "
+            "or another --output_dir for a new one (nothing is overwritten)."
+        )
+    model = build_model(stage, preset, args)
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.learning_rate),
+        jit_compile=jit_compile_setting(devices),
+    )
+    write_json(record_path, record)
+    return model, 0
+
+
 def main(stage, argv=None):
     args = parse_args(stage, argv)
     keras.utils.set_random_seed(args.seed)
@@ -264,24 +473,17 @@ def main(stage, argv=None):
         f"[keras_cdm] {stage}: preset={preset} batch={batch} steps={steps} "
         f"backend={keras.backend.backend()} ({devices}) -> {output_dir}"
     )
-    ckpt = os.path.join(output_dir, "checkpoint.keras")
-    initial_epoch = 0
     with scope:
-        if args.resume and os.path.exists(ckpt):
-            # The checkpoint holds raw and EMA weights, optimizer state, step
-            # counter (optimizer.iterations) and the model's RNG state.
-            model = keras.saving.load_model(ckpt)
-            with open(os.path.join(output_dir, "checkpoint.json")) as f:
-                initial_epoch = json.load(f)["epoch"]
-            print(f"[keras_cdm] resumed at step {initial_epoch * every}")
-        else:
-            model = build_model(stage, preset, args)
-            # torch.compile takes minutes on CPU for no gain; XLA cannot place
-            # the mirrored seed state of tf.distribute strategies.
-            jit = "auto"
-            if keras.backend.backend() == "torch" or "Strategy" in devices:
-                jit = False
-            model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), jit_compile=jit)
+        # The checkpoint holds raw and EMA weights, optimizer state, the step
+        # counter (optimizer.iterations) and the model's RNG state.
+        model, start = load_or_build(stage, preset, batch, args, output_dir, devices)
+    if start >= steps:
+        raise ValueError(
+            f"--resume: the checkpoint in {output_dir!r} is at step {start}, not below "
+            f"--train_steps {steps}; pass a larger --train_steps to train further."
+        )
+    if start:
+        print(f"[keras_cdm] resumed at step {start} (from the checkpoint's optimizer)")
     rank, world = torch_process_group() if keras.backend.backend() == "torch" else (0, 1)
     shard = None
     if world > 1:
@@ -290,30 +492,43 @@ def main(stage, argv=None):
         setup_torch_ddp(model)  # same start on every rank, gradients averaged
         batch, shard = batch // world, (world, rank)
     dataset = build_dataset(model, args, batch, shard)
-    if initial_epoch:
-        # The input pipeline is deterministic given the seed: skipping the
-        # batches already consumed resumes on exactly the next batch.
-        dataset = dataset.skip(initial_epoch * every)
-    epochs = -(-steps // every)
     num_classes = min(model.num_classes, 10)
     # Under DDP every rank holds the same weights; rank 0 alone writes.
     callbacks = [Checkpoint(output_dir, args.sample_every, num_classes)] if rank == 0 else []
-    if keras.backend.backend() == "tensorflow":
+    if args.tensorboard and rank == 0:
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(output_dir, "tb"), update_freq="epoch")
         )
-    model.fit(
-        dataset,
-        epochs=epochs,
-        steps_per_epoch=every,
-        initial_epoch=initial_epoch,
-        callbacks=callbacks,
-        verbose=2 if rank == 0 else 0,
-    )
+    done = start
+    while done < steps:
+        # Epochs end on multiples of `every` (checkpoints); a resumed run
+        # whose step is between two first finishes that interval. The input
+        # pipeline is deterministic given the seed: skipping the batches
+        # already consumed continues on exactly the next batch.
+        first = min(every - done % every, steps - done) if done % every else 0
+        data = dataset.skip(done) if done else dataset
+        if first:
+            model.fit(data, epochs=1, steps_per_epoch=first, callbacks=callbacks, verbose=0)
+        else:
+            model.fit(
+                data,
+                epochs=-(-steps // every),
+                initial_epoch=done // every,
+                steps_per_epoch=every,
+                callbacks=callbacks + [StopAtStep(done, steps)],
+                verbose=2 if rank == 0 else 0,
+            )
+        if current_step(model) == done:
+            raise RuntimeError(
+                f"Training made no progress at step {done}: the dataset ended early "
+                f"(--dataset {args.dataset!r})."
+            )
+        done = current_step(model)
     final = os.path.join(output_dir, f"{stage}.keras")
     if rank > 0:
         return final
-    model.save(final)
+    model.save(final + ".tmp.keras")
+    os.replace(final + ".tmp.keras", final)
     grid = write_sample_grid(
         model,
         os.path.join(output_dir, "samples_final.png"),

@@ -190,6 +190,13 @@ def resolve_source(spec, data_dir=None, split="train", resolution=64, seed=0, nu
     """A source from a recipe's `--dataset`: `synthetic`, a folder or a TFDS name."""
     if spec == "synthetic":
         return synthetic(num_images=num_images, resolution=resolution, seed=seed)
+    head = spec.split("/")[0]
+    looks_like_path = spec.startswith((".", "/", "~")) or (head != spec and os.path.isdir(head))
+    if looks_like_path and not os.path.isdir(spec):
+        raise ValueError(
+            f"--dataset {spec!r}: folder not found (expected 'synthetic', an image folder "
+            "with one sub-folder per class, or a TFDS name such as 'cifar10')."
+        )
     if os.path.isdir(spec):
         folder = os.path.join(spec, split) if os.path.isdir(os.path.join(spec, split)) else spec
         return from_image_folder(folder, skip_corrupt=True)

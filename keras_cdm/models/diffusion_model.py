@@ -150,6 +150,12 @@ class DiffusionModel(keras.Model):
         self.ema_updates = self.add_weight(
             shape=(), initializer="zeros", dtype="float32", trainable=False, name="ema_updates"
         )
+        # Training batches seen; with gradient accumulation the EMA moves on
+        # every k-th (the optimizer's own counter is not readable inside the
+        # JAX loss computation).
+        self.train_batches = self.add_weight(
+            shape=(), initializer="zeros", dtype="int32", trainable=False, name="train_batches"
+        )
         self._per_example_loss = _PerExampleLoss(name="diffusion_loss")
         self.mse_tracker = keras.metrics.Mean(name="mse")
         self.vb_tracker = keras.metrics.Mean(name="vb")
@@ -202,9 +208,16 @@ class DiffusionModel(keras.Model):
         # A saved compile config carries the `jit_compile` its backend
         # resolved (True under JAX); under PyTorch that means torch.compile,
         # which fails on this model. A loaded stage compiles as suits the
-        # backend it is loaded in.
+        # backend it is loaded in. Keras also records the backend's own
+        # optimizer class (e.g. the PyTorch Adam, which runs torch kernels);
+        # the public class builds the right one for this backend.
         config = dict(config)
         config.pop("jit_compile", None)
+        optimizer = config.get("optimizer")
+        if isinstance(optimizer, dict) and str(optimizer.get("module", "")).startswith(
+            "keras.src.backend."
+        ):
+            config["optimizer"] = dict(optimizer, module="keras.optimizers")
         super().compile_from_config(config)
 
     def save_own_variables(self, store):
@@ -386,10 +399,11 @@ class DiffusionModel(keras.Model):
         accumulation = getattr(optimizer, "gradient_accumulation_steps", None)
         if accumulation:
             # The weights change once every `accumulation` batches; the EMA
-            # moves on the first batch after each update (iterations % k == 0).
-            iterations = ops.cast(self.optimizer.iterations, "int32")
-            moves = ops.cast(ops.equal(ops.mod(iterations, accumulation), 0), "float32")
+            # moves on the first batch after each update (batches % k == 0).
+            batches = self.train_batches.value
+            moves = ops.cast(ops.equal(ops.mod(batches, accumulation), 0), "float32")
             decay = moves * decay + (1.0 - moves)
+        self.train_batches.assign(self.train_batches.value + 1)
         pairs = (self.ema_network.weights, self.network.weights)
         if not fused_moving_average(*pairs, decay):
             for ema_var, var in zip(*pairs):
@@ -507,13 +521,13 @@ class DiffusionModel(keras.Model):
     def check_labels(self, labels):
         """Returns labels as int32 after checking they are valid class ids."""
         labels = np.asarray(ops.convert_to_numpy(labels))
+        if labels.size == 0:
+            raise ValueError("Expected at least one label. Received: an empty label array")
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(
                 "Labels must be a 1D array of integer class ids. Received: "
                 f"shape={labels.shape}, dtype={labels.dtype}"
             )
-        if labels.size == 0:
-            raise ValueError("Expected at least one label. Received: an empty label array")
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(
                 f"Labels must lie in [0, {self.num_classes}). Received: "
