@@ -131,6 +131,59 @@ def parse_args(stage, argv=None):
     return args
 
 
+def add_sampling_flags(p):
+    """The sampling flags of `sample_cascade.py` and `tools/sweep_aug_levels.py`:
+    each takes one value for every stage or one value per stage."""
+    p.add_argument(
+        "--num_steps",
+        type=POSITIVE_INT,
+        nargs="+",
+        default=None,
+        help="respaced steps: one for all stages or one per stage (default: all T)",
+    )
+    p.add_argument(
+        "--sampler",
+        nargs="+",
+        default=["ddpm"],
+        choices=["ddpm", "ddim"],
+        help="one for all stages or one per stage",
+    )
+    p.add_argument(
+        "--guidance_scale",
+        type=_Validated(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+        nargs="+",
+        default=[1.0],
+        help="classifier-free guidance, one for all stages or one per stage "
+        "(e.g. 3 1: guide the base stage only); >1 needs a stage trained with label dropout",
+    )
+    p.add_argument(
+        "--eta",
+        type=_Validated(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+        nargs="+",
+        default=[0.0],
+        help="DDIM eta, one for all stages or one per stage",
+    )
+
+
+def sampling_kwargs(args, num_stages):
+    """`CascadeSampler` keyword arguments from `add_sampling_flags`' flags."""
+    out = {}
+    for name in ("num_steps", "sampler", "guidance_scale", "eta"):
+        values = getattr(args, name)
+        if values is None:
+            out[name] = None
+        elif len(values) == 1:
+            out[name] = values[0]
+        elif len(values) == num_stages:
+            out[name] = list(values)
+        else:
+            raise ValueError(
+                f"--{name} takes one value or one per stage ({num_stages}). "
+                f"Received: {len(values)} values {values}"
+            )
+    return out
+
+
 # Fields `--network` may override: the U-Net's arguments (and the SR U-Net's).
 NETWORK_KEYS = {
     name

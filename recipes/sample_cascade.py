@@ -13,6 +13,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
 import keras_cdm  # noqa: E402
 from keras_cdm.utils.images import save_class_grid  # noqa: E402
 from keras_cdm.utils.images import save_npz  # noqa: E402
@@ -25,31 +29,22 @@ def main(argv=None):
         "--aug_levels", type=int, nargs="*", default=None, help="one s per SR stage (default 0)"
     )
     p.add_argument("--mode", default="non_truncated", choices=["truncated", "non_truncated"])
-    p.add_argument(
-        "--num_steps", type=int, nargs="*", default=None, help="one per stage, or one for all"
-    )
-    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
-    p.add_argument("--guidance_scale", type=float, default=1.0)
-    p.add_argument("--num_images", type=int, default=100)
-    p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    common.add_sampling_flags(p)
+    p.add_argument("--num_images", type=common.POSITIVE_INT, default=100)
+    p.add_argument("--batch_size", type=common.POSITIVE_INT, default=None)
+    p.add_argument("--seed", type=common.NON_NEGATIVE_INT, default=0)
     p.add_argument("--output_dir", default="runs/samples")
     p.add_argument("--smoke", action="store_true", help="two images, two steps per stage")
     args = p.parse_args(argv)
     n = len(args.stages)
-    steps = args.num_steps
     if args.smoke:
-        steps, args.num_images = [2], 2
-    if steps and len(steps) == 1:
-        steps = steps * n
+        args.num_steps, args.num_images = [2], 2
     cascade = keras_cdm.CascadeSampler(
         args.stages,
         aug_levels=args.aug_levels if args.aug_levels is not None else [0] * (n - 1),
         mode=args.mode,
-        num_steps=steps,
-        sampler=args.sampler,
-        guidance_scale=args.guidance_scale,
         verbose=not args.smoke,
+        **common.sampling_kwargs(args, n),
     )
     labels = np.arange(args.num_images) % cascade.num_classes
     final, per_stage = cascade.sample(

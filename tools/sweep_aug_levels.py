@@ -10,8 +10,11 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "recipes"))
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_cdm  # noqa: E402
@@ -22,13 +25,18 @@ from keras_cdm.utils.images import save_npz  # noqa: E402
 def main(argv=None):
     p = argparse.ArgumentParser(description="Sweep the last SR stage's aug level s.")
     p.add_argument("stages", nargs="+")
-    p.add_argument("--levels", type=int, nargs="+", default=[0, 100, 250, 500, 1000])
-    p.add_argument("--num_steps", type=int, default=100)
-    p.add_argument("--num_images", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--levels", type=common.NON_NEGATIVE_INT, nargs="+", default=[0, 100, 250, 500, 1000]
+    )
+    common.add_sampling_flags(p)
+    p.set_defaults(num_steps=[100])
+    p.add_argument("--num_images", type=common.POSITIVE_INT, default=40)
+    p.add_argument("--seed", type=common.NON_NEGATIVE_INT, default=0)
     p.add_argument("--output_dir", default="runs/sweep")
     args = p.parse_args(argv)
-    cascade = keras_cdm.CascadeSampler(args.stages, num_steps=args.num_steps)
+    cascade = keras_cdm.CascadeSampler(
+        args.stages, **common.sampling_kwargs(args, len(args.stages))
+    )
     labels = np.arange(args.num_images) % cascade.num_classes
     results = cascade.sweep_aug_levels(args.levels, labels=labels, seed=args.seed)
     os.makedirs(args.output_dir, exist_ok=True)

@@ -133,12 +133,12 @@ class CascadeSampler:
         self.guidance_scale = _per_stage("guidance_scale", guidance_scale, n)
         for k, (stage, g) in enumerate(zip(stages, self.guidance_scale)):
             if g != 1.0 and stage.label_dropout == 0.0:
-                example = [g if j == k else 1.0 for j in range(n)]
+                example = [g if s.label_dropout > 0 else 1.0 for s in stages]
                 raise ValueError(
                     f"guidance_scale={g} for stage {k}, which was trained without label "
                     "dropout (label_dropout=0) and so has no unconditional model to guide "
-                    f"with. Give one value per stage, e.g. guidance_scale={example} with "
-                    "the guided value on the stages trained with label dropout."
+                    f"with. Give one value per stage, guided only where the stage was "
+                    f"trained with label dropout: here guidance_scale={example}."
                 )
         self.eta = _per_stage("eta", eta, n)
         self.clip_denoised = _per_stage("clip_denoised", clip_denoised, n)

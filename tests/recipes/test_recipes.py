@@ -90,12 +90,20 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_sample_and_sweep_tools(tmp_path):
     common = importlib.import_module("common")
-    base = common.main("base16", ["--smoke", "--output_dir", str(tmp_path / "base")])
+    base = common.main(
+        "base16", ["--smoke", "--label_dropout", "0.1", "--output_dir", str(tmp_path / "base")]
+    )
     sr = common.main("sr16to32", ["--smoke", "--output_dir", str(tmp_path / "sr")])
     sample = importlib.import_module("sample_cascade")
+    # The demo's cascade: label dropout on the base stage only, so guidance per stage.
     grid, npz = sample.main(
-        [base, sr, "--smoke", "--aug_levels", "10", "--output_dir", str(tmp_path / "s")]
+        [base, sr, "--smoke", "--aug_levels", "10", "--guidance_scale", "3", "1"]
+        + ["--output_dir", str(tmp_path / "s")]
     )
+    with pytest.raises(ValueError, match=r"guidance_scale=3.0 for stage 1.*\[1.0, 3.0\]"):
+        sample.main([base, sr, "--smoke", "--guidance_scale", "3", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match=r"--sampler takes one value or one per stage \(2\)"):
+        sample.main([base, sr, "--smoke", "--sampler", "ddim", "ddim", "ddpm"])
     data = np.load(npz)
     assert data["images"].shape == (2, 32, 32, 3) and data["images"].dtype == np.uint8
     sweep = importlib.import_module("sweep_aug_levels")
@@ -108,6 +116,9 @@ def test_sample_and_sweep_tools(tmp_path):
             "20",
             "--num_steps",
             "2",
+            "--sampler",
+            "ddim",
+            "ddpm",
             "--num_images",
             "2",
             "--output_dir",
