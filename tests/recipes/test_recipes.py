@@ -100,7 +100,7 @@ def test_sample_and_sweep_tools(tmp_path):
         [base, sr, "--smoke", "--aug_levels", "10", "--guidance_scale", "3", "1"]
         + ["--output_dir", str(tmp_path / "s")]
     )
-    with pytest.raises(ValueError, match=r"guidance_scale=3.0 for stage 1.*\[1.0, 3.0\]"):
+    with pytest.raises(ValueError, match=r"guidance_scale=3.0 for stage 1.*\[3.0, 1.0\]"):
         sample.main([base, sr, "--smoke", "--guidance_scale", "3", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match=r"--sampler takes one value or one per stage \(2\)"):
         sample.main([base, sr, "--smoke", "--sampler", "ddim", "ddim", "ddpm"])
