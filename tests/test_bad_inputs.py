@@ -257,3 +257,38 @@ def test_corrupt_and_missing_stage_files(tmp_path, base):
         keras_cdm.models.load_stage(str(cut))
     with pytest.raises(FileNotFoundError, match="nope.keras"):
         keras_cdm.models.load_stage(str(tmp_path / "nope.keras"))
+
+
+# ----------------------------------------------------------------------
+# Data sources.
+# ----------------------------------------------------------------------
+def test_truncated_jpeg_is_caught_when_the_folder_is_read(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            pixels = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / c / f"{i}.jpg")
+    cut = tmp_path / "b" / "1.jpg"
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])  # verify() passes, decoding would fail
+    with Image.open(cut) as im:
+        im.verify()
+    with pytest.raises(ValueError, match=r"Cannot read image .*b/1.jpg.*truncated JPEG"):
+        keras_cdm.data.from_image_folder(str(tmp_path))
+    source = keras_cdm.data.from_image_folder(str(tmp_path), skip_corrupt=True)
+    assert source.size == 5 and source.skipped == [str(cut)]
+
+
+def test_degenerate_datasets_and_missing_sources(tmp_path):
+    source = keras_cdm.data.from_arrays(np.zeros((3, 8, 8, 3), "uint8"), np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="holds 3 images .* fewer than one batch of 4"):
+        keras_cdm.data.base_dataset(source, 8, 4)
+    with pytest.raises(ValueError, match=r"`batch_size` must be a positive int.*-2"):
+        keras_cdm.data.base_dataset(source, 8, -2)
+    with pytest.raises(ValueError, match=r"no_such_dir.*folder not found"):
+        keras_cdm.data.resolve_source(str(tmp_path / "no_such_dir"))
+    with pytest.raises(ValueError, match="Labels must lie in"):
+        keras_cdm.data.from_arrays(np.zeros((2, 8, 8, 3), "uint8"), np.array([0, 5]), 3)

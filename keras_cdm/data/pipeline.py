@@ -91,13 +91,24 @@ def _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_r
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _sharded(source, shard):
+def _sharded(source, shard, batch_size, drop_remainder):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(
+            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
+        )
     ds = source.dataset
+    num = 1
     if shard is not None:
         num, index = shard
         if not 0 <= index < num:
             raise ValueError(f"`shard` must be (num_shards, index < num_shards). Received: {shard}")
         ds = ds.shard(num, index)
+    if drop_remainder and source.size is not None and source.size // num < batch_size:
+        raise ValueError(
+            f"The source holds {source.size} images ({source.size // num} per shard), fewer "
+            f"than one batch of {batch_size} (drop_remainder=True). Use a smaller batch_size "
+            "or more images."
+        )
     return ds
 
 
@@ -145,7 +156,7 @@ def base_dataset(
     def prep(image, label):
         return preprocess_image(image, resolution, crop, flip, seed), tf.cast(label, tf.int32)
 
-    ds = _sharded(source, shard).map(prep, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _sharded(source, shard, batch_size, drop_remainder).map(prep, num_parallel_calls=tf.data.AUTOTUNE)
     return _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_remainder)
 
 
@@ -185,7 +196,7 @@ def super_res_dataset(
         lo = area_downsample_tf(hi, factor)
         return {"high_res": hi, "low_res": lo}, tf.cast(label, tf.int32)
 
-    ds = _sharded(source, shard).map(prep, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _sharded(source, shard, batch_size, drop_remainder).map(prep, num_parallel_calls=tf.data.AUTOTUNE)
     return _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_remainder)
 
 

@@ -89,8 +89,25 @@ def synthetic(num_images=2000, resolution=64, seed=0, num_classes=10):
 def _read_rgb(path):
     from PIL import Image
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Exception as e:  # the message must name the file, wherever it surfaces
+        raise ValueError(f"Cannot decode image {path!r}: {e}") from e
+
+
+def _truncated_jpeg(path):
+    """A JPEG must end with the end-of-image marker; `Image.verify()` does not
+    look that far, and a cut file then fails only when decoded."""
+    if not path.lower().endswith((".jpg", ".jpeg")):
+        return False
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < 2:
+            return True
+        f.seek(-2, os.SEEK_END)
+        tail = f.read(2)
+    return tail != b"\xff\xd9"
 
 
 def from_image_folder(directory, skip_corrupt=False):
@@ -103,6 +120,10 @@ def from_image_folder(directory, skip_corrupt=False):
         directory: str. The root folder.
         skip_corrupt: bool. Skip unreadable files (listed in `skipped`)
             instead of raising. Defaults to `False`.
+
+    Every file is opened and checked once when the source is made (header,
+    PNG checksums, the end marker of JPEGs); a file that still fails to
+    decode during training raises an error naming it.
     """
     import tensorflow as tf
     from PIL import Image
@@ -127,6 +148,8 @@ def from_image_folder(directory, skip_corrupt=False):
                 with Image.open(path) as im:
                     im.verify()
                     side = min(im.size)
+                if _truncated_jpeg(path):
+                    raise ValueError("truncated JPEG (no end-of-image marker)")
             except Exception as e:
                 if not skip_corrupt:
                     raise ValueError(
@@ -156,12 +179,30 @@ def from_tfds(name, split="train", data_dir=None, download=True):
     Examples: `"cifar10"`, `"imagenet_resized/32x32"`, `"imagenet_resized/64x64"`,
     `"imagenet2012"` (manual download into `data_dir`).
     """
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder(name, data_dir=data_dir)
-    if download:
-        builder.download_and_prepare()
+    try:
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(
+            f"from_tfds({name!r}) needs TensorFlow and tensorflow-datasets "
+            f"(pip install tensorflow-datasets): {e}"
+        ) from e
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        if download:
+            builder.download_and_prepare()
+    except Exception as e:
+        raise ValueError(
+            f"TFDS data set {name!r} could not be loaded or prepared in "
+            f"data_dir={data_dir or '~/tensorflow_datasets'!r} ({type(e).__name__}: {e}). "
+            f"Prepare it where there is network access (`tfds build {name}`) and pass that "
+            "data_dir, or pass an image folder instead (one sub-folder per class)."
+        ) from e
+    if not download and not builder.is_prepared():
+        raise ValueError(
+            f"TFDS data set {name!r} is not prepared in {builder.data_dir!r}; run "
+            f"`tfds build {name}` or pass download=True."
+        )
     features = builder.info.features
     if "image" not in features or "label" not in features:
         raise ValueError(
