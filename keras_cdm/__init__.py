@@ -10,6 +10,7 @@ from keras_cdm.diffusion import get_beta_schedule
 from keras_cdm.diffusion import space_timesteps
 from keras_cdm.models import DiffusionModel
 from keras_cdm.models import SuperResDiffusionModel
+from keras_cdm.models import presets
 from keras_cdm.networks import SuperResUNet
 from keras_cdm.networks import UNet
 from keras_cdm.sampling import CascadeSampler
@@ -28,6 +29,7 @@ __all__ = [
     "get_beta_schedule",
     "layers",
     "models",
+    "presets",
     "utils",
     "space_timesteps",
 ]

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import keras_cdm  # noqa: E402
 from keras_cdm.backend import setup_torch_ddp  # noqa: E402
 from keras_cdm.backend import torch_process_group  # noqa: E402
-from keras_cdm.networks.presets import get_preset  # noqa: E402
+from keras_cdm.models.presets import get_preset  # noqa: E402
 
 
 class _Validated:
@@ -193,26 +193,14 @@ NETWORK_KEYS = {
 }
 
 
-# Paper batch sizes and steps (Appendix B); small/tiny scale them down.
-PAPER_SCHEDULE = {
-    "base32": (2048, 700_000),
-    "sr32to64": (2048, 400_000),
-    "sr64to128": (1024, 500_000),
-    "sr64to256": (1024, 500_000),
-    "base16": (2048, 700_000),
-    "sr16to64": (2048, 400_000),
-    "sr16to32": (2048, 400_000),
-}
-
-
 def stage_settings(stage, args):
-    """`(preset name, global batch, total steps, checkpoint interval)`."""
+    """`(preset name, global batch, total steps, checkpoint interval)`: the
+    preset's training defaults unless the flags say otherwise."""
     preset = stage if args.preset == "paper" else f"{stage}_{args.preset}"
-    batch, steps = PAPER_SCHEDULE[stage]
-    if args.preset != "paper":
-        batch, steps = 32, 20_000
     if args.smoke:
-        preset, batch, steps = f"{stage}_tiny", 4, 4
+        preset = f"{stage}_tiny"
+    spec = get_preset(preset)
+    batch, steps = (4, 4) if args.smoke else (spec.batch_size, spec.train_steps)
     batch = args.batch_size or batch
     steps = args.train_steps or steps
     every = args.checkpoint_every or max(1, min(1000, steps // 2 if args.smoke else 1000))
@@ -276,23 +264,13 @@ def configure_devices():
     return f"{backend} on one device", contextlib.nullcontext()
 
 
-def _is_super_res(preset):
-    return "low_res_size" in get_preset(preset)["network"]
-
-
 def _stage_kwargs(stage, preset, args):
+    """Model arguments over the preset's own (augmentation, EMA decay)."""
     kwargs = {"seed": args.seed, "label_dropout": args.label_dropout}
     if args.ema_decay is not None:
         kwargs["ema_decay"] = args.ema_decay
-    elif args.smoke or args.preset == "tiny":
-        kwargs["ema_decay"] = 0.999
-    if _is_super_res(preset):
-        if args.augmentation:
-            kwargs["augmentation"] = args.augmentation
-        elif "128" in stage or "256" in stage:
-            kwargs["augmentation"] = "blur"  # the paper's choice at 128 and 256
-        else:
-            kwargs["augmentation"] = "gaussian"
+    if args.augmentation and get_preset(preset).is_super_res:
+        kwargs["augmentation"] = args.augmentation
     return kwargs
 
 
@@ -300,16 +278,16 @@ def build_model(stage, preset, args):
     network_overrides = dict(args.network or {})
     if args.mixed_precision:
         network_overrides["dtype"] = args.mixed_precision
-    cls = keras_cdm.SuperResDiffusionModel if _is_super_res(preset) else keras_cdm.DiffusionModel
-    return cls.from_preset(
+    return keras_cdm.DiffusionModel.from_preset(
         preset, network_overrides=network_overrides, **_stage_kwargs(stage, preset, args)
     )
 
 
 def check_resumed_model(model, stage, preset, args, output_dir):
     """Fails unless the checkpoint's stage is the one this command trains."""
-    expected_cls = "SuperResDiffusionModel" if _is_super_res(preset) else "DiffusionModel"
-    network = dict(get_preset(preset)["network"], **(args.network or {}))
+    spec = get_preset(preset)
+    expected_cls = spec.model_class
+    network = dict(spec.network, **(args.network or {}))
     found = model.network.get_config()
     problems = []
     if type(model).__name__ != expected_cls:
@@ -317,7 +295,7 @@ def check_resumed_model(model, stage, preset, args, output_dir):
     for key, value in network.items():
         if key in found and _plain(found[key]) != _plain(value):
             problems.append(f"network {key}={_plain(found[key])}, expected {_plain(value)}")
-    for key, value in _stage_kwargs(stage, preset, args).items():
+    for key, value in dict(spec.model_kwargs, **_stage_kwargs(stage, preset, args)).items():
         if key != "seed" and getattr(model, key, value) != value:
             problems.append(f"{key}={getattr(model, key)!r}, expected {value!r}")
     if problems:

@@ -45,9 +45,7 @@ def build_stage(preset, torch_compile=False):
 
     import keras_cdm
 
-    sr = "low_res_size" in keras_cdm.networks.PRESETS[preset]["network"]
-    cls = keras_cdm.SuperResDiffusionModel if sr else keras_cdm.DiffusionModel
-    model = cls.from_preset(preset)
+    model = keras_cdm.DiffusionModel.from_preset(preset)
     if torch_compile:
         import torch._dynamo
 
@@ -148,10 +146,10 @@ def _peak_memory_mb():
 def diffusers_config(preset):
     """`UNet2DModel` keyword arguments matching a keras_cdm preset's network."""
     sys.path.insert(0, ROOT)
-    from keras_cdm.networks.presets import get_preset
+    from keras_cdm.models.presets import get_preset
 
     preset = get_preset(preset)
-    net = preset["network"]
+    net = preset.network
     size, base, mult = net["image_size"], net["base_channels"], net["channel_mult"]
     attn = set(net["attention_resolutions"])
     if net.get("head_channels"):
@@ -162,10 +160,10 @@ def diffusers_config(preset):
         head_dim = (min(widths) if widths else base) // net.get("num_heads", 1)
     down = ["AttnDownBlock2D" if size // 2**i in attn else "DownBlock2D" for i in range(len(mult))]
     up = [b.replace("Down", "Up") for b in reversed(down)]
-    learn_sigma = preset["diffusion"]["var_type"] == "learned_range"
+    learn_sigma = preset.diffusion["var_type"] == "learned_range"
     return {
         "sample_size": size,
-        "in_channels": 6 if "low_res_size" in net else 3,
+        "in_channels": 6 if preset.is_super_res else 3,
         "out_channels": 6 if learn_sigma else 3,
         "block_out_channels": tuple(base * m for m in mult),
         "layers_per_block": net["num_res_blocks"],
@@ -267,9 +265,8 @@ def keras_cdm_flops(preset):
 
     if keras.backend.backend() != "torch":
         return None
-    sr = "low_res_size" in keras_cdm.networks.PRESETS[preset]["network"]
-    cls = keras_cdm.SuperResUNet if sr else keras_cdm.UNet
-    net = cls.from_preset(preset)
+    net = keras_cdm.DiffusionModel.from_preset(preset).network
+    sr = isinstance(net, keras_cdm.SuperResUNet)
     s = net.get_config()["image_size"]
     inputs = {"x_t": np.zeros((1, s, s, 3), "float32"), "t": np.array([10]), "labels": [0]}
     if sr:

@@ -12,17 +12,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras_cdm  # noqa: E402
-from keras_cdm.networks.presets import PRESETS  # noqa: E402
+from keras_cdm.networks.architectures import ARCHITECTURES  # noqa: E402
 
 
 def main(argv):
     show_small = "--tiny" in argv
-    for name in sorted(PRESETS):
+    for name in sorted(ARCHITECTURES):
         if name.endswith(("_tiny", "_small")) != show_small:
             continue
-        cls = (
-            keras_cdm.SuperResUNet if "low_res_size" in PRESETS[name]["network"] else keras_cdm.UNet
-        )
+        cls = getattr(keras_cdm, ARCHITECTURES[name]["class_name"])
         net = cls.from_preset(name)
         print(f"{name:20s} {net.count_params():>14,d}")
 

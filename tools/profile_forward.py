@@ -34,8 +34,8 @@ def main(argv=None):
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile
 
-    sr = "low_res_size" in keras_cdm.networks.PRESETS[args.preset]["network"]
-    net = (keras_cdm.SuperResUNet if sr else keras_cdm.UNet).from_preset(args.preset)
+    net = keras_cdm.DiffusionModel.from_preset(args.preset).network
+    sr = isinstance(net, keras_cdm.SuperResUNet)
     cfg, b = net.get_config(), args.batch
     s = cfg["image_size"]
     inputs = {
@@ -77,9 +77,7 @@ def _time_ema(preset):
     torch) against the same update written as Keras ops per weight."""
     import torch
 
-    sr = "low_res_size" in keras_cdm.networks.PRESETS[preset]["network"]
-    cls = keras_cdm.SuperResDiffusionModel if sr else keras_cdm.DiffusionModel
-    model = cls.from_preset(preset)
+    model = keras_cdm.DiffusionModel.from_preset(preset)
     pairs = list(zip(model.ema_network.weights, model.network.weights))
 
     def per_weight_keras_ops():

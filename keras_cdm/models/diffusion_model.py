@@ -11,7 +11,8 @@ from keras_cdm.backend import random_uniform
 from keras_cdm.backend import replica_context
 from keras_cdm.diffusion.gaussian_diffusion import GaussianDiffusion
 from keras_cdm.models import training_guard
-from keras_cdm.networks.presets import get_preset
+from keras_cdm.models.presets import get_preset
+from keras_cdm.models.presets import list_presets
 from keras_cdm.networks.unet import UNet
 from keras_cdm.utils.seeds import check_seed
 
@@ -166,21 +167,53 @@ class DiffusionModel(keras.Model):
     # ------------------------------------------------------------------
     # Construction and serialization
     # ------------------------------------------------------------------
+    _stage_classes = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        DiffusionModel._stage_classes[cls.__name__] = cls
+
+    @classmethod
+    def presets(cls):
+        """`{name: description}` of the presets `from_preset` builds with this class."""
+        return {
+            name: text
+            for name, text in list_presets().items()
+            if issubclass(DiffusionModel._stage_classes[get_preset(name).model_class], cls)
+        }
+
     @classmethod
     def from_preset(cls, name, network_overrides=None, **kwargs):
-        """Builds a stage from a named preset (see `keras_cdm.networks.PRESETS`).
+        """Builds the stage of a named preset (see `keras_cdm.presets`).
+
+        Called on `DiffusionModel`, it returns the preset's own class (a
+        `SuperResDiffusionModel` for an SR preset).
 
         Args:
-            name: str. Preset name, e.g. `"base32"` or `"base32_tiny"`.
+            name: str. Preset name, e.g. `"base32"` or `"sr16to32_tiny"`.
             network_overrides: dict. Changes to the network config.
-            **kwargs: model arguments; `diffusion` may be a dict of changes
-                to the preset's diffusion config.
+            **kwargs: model arguments, over the preset's (e.g. its
+                augmentation and EMA decay); `diffusion` may be a dict of
+                changes to the preset's diffusion config.
+
+        Example:
+
+        >>> sr = keras_cdm.DiffusionModel.from_preset("sr16to32_tiny")
+        >>> type(sr).__name__, sr.augmentation
+        ('SuperResDiffusionModel', 'gaussian')
         """
         preset = get_preset(name)
-        network = cls.network_class.from_preset(name, **(network_overrides or {}))
-        diffusion = preset["diffusion"]
-        diffusion.update(kwargs.pop("diffusion", None) or {})
-        return cls(network, diffusion=diffusion, **kwargs)
+        target = DiffusionModel._stage_classes[preset.model_class]
+        if not issubclass(target, cls):
+            raise ValueError(
+                f"Preset {name!r} builds a {preset.model_class}, not a {cls.__name__}. "
+                f"Expected one of {sorted(cls.presets())}."
+            )
+        network = target.network_class.from_preset(
+            preset.architecture, **(network_overrides or {})
+        )
+        diffusion = dict(preset.diffusion, **(kwargs.pop("diffusion", None) or {}))
+        return target(network, diffusion=diffusion, **dict(preset.model_kwargs, **kwargs))
 
     def get_config(self):
         return {
@@ -612,3 +645,6 @@ class DiffusionModel(keras.Model):
         images = np.asarray(images, "float32")
         self._check_batch_arrays(images, labels)
         return variational_bound_bpd(self, images, labels, {}, use_ema, check_seed(seed), verbose)
+
+
+DiffusionModel._stage_classes["DiffusionModel"] = DiffusionModel

@@ -7,6 +7,8 @@ from keras_cdm.layers.resample import Downsample
 from keras_cdm.layers.resample import Upsample
 from keras_cdm.layers.residual_block import ResidualBlock
 from keras_cdm.layers.timestep_embedding import TimestepEmbedding
+from keras_cdm.networks.architectures import architecture_names
+from keras_cdm.networks.architectures import get_architecture
 
 
 def _check_positive_int(name, value):
@@ -171,10 +173,9 @@ class UNet(keras.Model):
 
     @classmethod
     def presets(cls):
-        """Names of the presets of this class."""
-        from keras_cdm.networks.presets import presets_for
-
-        return presets_for(cls)
+        """Names of the architectures this class builds
+        (`keras_cdm.networks.architectures`)."""
+        return architecture_names(cls.__name__)
 
     @classmethod
     def from_preset(cls, name, **overrides):
@@ -182,11 +183,10 @@ class UNet(keras.Model):
 
         Example:
 
-        >>> keras_cdm.UNet.from_preset("base32", dropout=0.0)
+        >>> keras_cdm.UNet.from_preset("base32_tiny", dropout=0.0).image_size
+        32
         """
-        from keras_cdm.networks.presets import get_preset_config
-
-        config = get_preset_config(cls, name)
+        config = get_architecture(name, cls.__name__)
         config.update(overrides)
         return cls(**config)
 

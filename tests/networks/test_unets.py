@@ -6,7 +6,7 @@ from conftest import to_numpy
 
 from keras_cdm import SuperResUNet
 from keras_cdm import UNet
-from keras_cdm.networks.presets import PRESETS
+from keras_cdm.networks.architectures import ARCHITECTURES
 
 
 def _inputs(net, batch=2, seed=0):
@@ -24,13 +24,13 @@ def _inputs(net, batch=2, seed=0):
     return inputs
 
 
-TINY = sorted(n for n in PRESETS if n.endswith("_tiny"))
+TINY = sorted(n for n in ARCHITECTURES if n.endswith("_tiny"))
 
 
 @pytest.mark.parametrize("name", TINY)
 @pytest.mark.parametrize("learn_sigma", [False, True])
 def test_tiny_preset_output_shapes(name, learn_sigma):
-    cls = SuperResUNet if "low_res_size" in PRESETS[name]["network"] else UNet
+    cls = {"UNet": UNet, "SuperResUNet": SuperResUNet}[ARCHITECTURES[name]["class_name"]]
     net = cls.from_preset(name, learn_sigma=learn_sigma)
     out = net(_inputs(net))
     size = net.image_size
