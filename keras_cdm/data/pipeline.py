@@ -156,7 +156,9 @@ def base_dataset(
     def prep(image, label):
         return preprocess_image(image, resolution, crop, flip, seed), tf.cast(label, tf.int32)
 
-    ds = _sharded(source, shard, batch_size, drop_remainder).map(prep, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _sharded(source, shard, batch_size, drop_remainder).map(
+        prep, num_parallel_calls=tf.data.AUTOTUNE
+    )
     return _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_remainder)
 
 
@@ -196,7 +198,9 @@ def super_res_dataset(
         lo = area_downsample_tf(hi, factor)
         return {"high_res": hi, "low_res": lo}, tf.cast(label, tf.int32)
 
-    ds = _sharded(source, shard, batch_size, drop_remainder).map(prep, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _sharded(source, shard, batch_size, drop_remainder).map(
+        prep, num_parallel_calls=tf.data.AUTOTUNE
+    )
     return _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_remainder)
 
 

@@ -13,6 +13,9 @@ from keras_cdm.diffusion.gaussian_diffusion import GaussianDiffusion
 from keras_cdm.models import training_guard
 from keras_cdm.models.presets import get_preset
 from keras_cdm.models.presets import list_presets
+from keras_cdm.models.reverse_process import SamplerSettings
+from keras_cdm.models.reverse_process import StageSampler
+from keras_cdm.models.reverse_process import variational_bound_bpd
 from keras_cdm.networks.unet import UNet
 from keras_cdm.utils.seeds import check_seed
 
@@ -209,9 +212,7 @@ class DiffusionModel(keras.Model):
                 f"Preset {name!r} builds a {preset.model_class}, not a {cls.__name__}. "
                 f"Expected one of {sorted(cls.presets())}."
             )
-        network = target.network_class.from_preset(
-            preset.architecture, **(network_overrides or {})
-        )
+        network = target.network_class.from_preset(preset.architecture, **(network_overrides or {}))
         diffusion = dict(preset.diffusion, **(kwargs.pop("diffusion", None) or {}))
         return target(network, diffusion=diffusion, **dict(preset.model_kwargs, **kwargs))
 
@@ -568,44 +569,34 @@ class DiffusionModel(keras.Model):
             )
         return labels.astype("int32")
 
-    def stage_sampler(self, **kwargs):
-        """The compiled per-stage sampler for these settings (cached)."""
-        from keras_cdm.sampling.stage_sampler import StageSampler
-
-        key = tuple(sorted((k, repr(v)) for k, v in kwargs.items()))
+    def stage_sampler(self, settings=None, stop_at=0):
+        """The compiled `StageSampler` for these settings (cached)."""
+        settings = SamplerSettings.resolve(settings)
+        key = (settings, stop_at)
         if key not in self._samplers:
-            self._samplers[key] = StageSampler(self, **kwargs)
+            self._samplers[key] = StageSampler(self, settings, stop_at)
         return self._samplers[key]
 
     def sample(
         self,
         labels,
-        num_steps=None,
-        sampler="ddpm",
-        eta=0.0,
-        clip_denoised=True,
-        guidance_scale=1.0,
-        use_ema=True,
         seed=None,
+        settings=None,
         stop_at=0,
         noise=None,
         verbose=False,
         image_indices=None,
+        conditioning=None,
+        **kwargs,
     ):
         """Draws images for `labels` by running the reverse process.
 
         Args:
             labels: int array `(batch,)` of class ids.
-            num_steps: int or None. Respaced steps (`None`: all `T`).
-            sampler: str. `"ddpm"` (ancestral) or `"ddim"`.
-            eta: float. DDIM stochasticity. Defaults to `0.0`.
-            clip_denoised: bool. Clip predicted x0 to [-1, 1].
-            guidance_scale: float. Classifier-free guidance weight; `1`
-                disables it. Needs a stage trained with `label_dropout > 0`.
-            use_ema: bool. Sample with the EMA weights. Defaults to `True`.
             seed: int or None. Seed of the initial noise and every step
                 (`None`: a fresh random seed). Image `i` draws from its own
                 stream, so it does not depend on the batch it is in.
+            settings: `keras_cdm.models.SamplerSettings` (or its config).
             stop_at: int. Stop the reverse process at level `s` (paper's
                 1-indexed convention) and return `z_s` (truncated cascade);
                 `0` runs to the end.
@@ -614,6 +605,11 @@ class DiffusionModel(keras.Model):
             image_indices: ints or None. The images' indices in a larger
                 request (`None`: `0 .. batch-1`); `CascadeSampler` passes
                 them so batching does not change the images.
+            conditioning: dict of extra network inputs (what
+                `SuperResDiffusionModel.prepare_conditioning` returns).
+            **kwargs: fields of `SamplerSettings` (`num_steps`, `sampler`,
+                `eta`, `clip_denoised`, `guidance_scale`, `use_ema`),
+                replacing those of `settings`.
 
         Returns:
             A float32 NumPy array `(batch, size, size, channels)`; in [-1, 1]
@@ -621,16 +617,15 @@ class DiffusionModel(keras.Model):
         """
         labels = self.check_labels(labels)
         seed = check_seed(seed)
-        stage = self.stage_sampler(
-            num_steps=num_steps,
-            sampler=sampler,
-            eta=eta,
-            clip_denoised=clip_denoised,
-            guidance_scale=guidance_scale,
-            use_ema=use_ema,
-            stop_at=stop_at,
-        )
-        return stage.run(labels, {}, seed, image_indices, noise=noise, verbose=verbose)
+        conditioning = dict(conditioning or {})
+        for key, value in conditioning.items():
+            if len(value) != len(labels):
+                raise ValueError(
+                    f"{key} and labels must have the same batch size. Received: "
+                    f"{len(value)} and {len(labels)}"
+                )
+        stage = self.stage_sampler(SamplerSettings.resolve(settings, **kwargs), stop_at)
+        return stage.run(labels, conditioning, seed, image_indices, noise=noise, verbose=verbose)
 
     def compute_bpd(self, images, labels, use_ema=True, seed=0, verbose=False):
         """The full variational bound in bits per dimension, per example.
@@ -639,8 +634,6 @@ class DiffusionModel(keras.Model):
         `verbose`), so use small batches. The same `seed` gives the same
         figures.
         """
-        from keras_cdm.sampling.stage_sampler import variational_bound_bpd
-
         labels = self.check_labels(labels)
         images = np.asarray(images, "float32")
         self._check_batch_arrays(images, labels)

@@ -8,6 +8,7 @@ from keras_cdm.diffusion.gaussian_diffusion import GaussianDiffusion
 from keras_cdm.models.augmentation import area_downsample
 from keras_cdm.models.augmentation import per_example_gaussian_blur
 from keras_cdm.models.diffusion_model import DiffusionModel
+from keras_cdm.models.reverse_process import variational_bound_bpd
 from keras_cdm.networks.super_res_unet import SuperResUNet
 from keras_cdm.utils.seeds import ImageNoise
 from keras_cdm.utils.seeds import check_seed
@@ -251,19 +252,12 @@ class SuperResDiffusionModel(DiffusionModel):
         labels,
         aug_level=0,
         noisy_low_res=False,
-        num_steps=None,
-        sampler="ddpm",
-        eta=0.0,
-        clip_denoised=True,
-        guidance_scale=1.0,
-        use_ema=True,
         seed=None,
-        stop_at=0,
-        noise=None,
-        verbose=False,
         image_indices=None,
+        **kwargs,
     ):
-        """Draws high-resolution images conditioned on `low_res`.
+        """Draws high-resolution images conditioned on `low_res`:
+        `prepare_conditioning` followed by `DiffusionModel.sample`.
 
         Args:
             low_res: array of low-resolution images (see
@@ -271,34 +265,22 @@ class SuperResDiffusionModel(DiffusionModel):
             labels: int array `(batch,)` of class ids.
             aug_level: int. Conditioning-augmentation level `s`.
             noisy_low_res: bool. `low_res` is already `z_s` (truncated mode).
-            **kwargs: as `keras_cdm.DiffusionModel.sample`.
+            seed: int or None. Seed of the added and the sampling noise.
+            image_indices: ints or None. See `DiffusionModel.sample`.
+            **kwargs: as `keras_cdm.DiffusionModel.sample` (`settings`,
+                `num_steps`, `sampler`, `guidance_scale`, `stop_at`, ...).
         """
-        labels = self.check_labels(labels)
         seed = check_seed(seed)
         conditioning = self.prepare_conditioning(
             low_res, aug_level, noisy_low_res, seed, image_indices
         )
-        if conditioning["low_res"].shape[0] != labels.shape[0]:
-            raise ValueError(
-                "low_res and labels must have the same batch size. Received: "
-                f"{conditioning['low_res'].shape[0]} and {labels.shape[0]}"
-            )
-        stage = self.stage_sampler(
-            num_steps=num_steps,
-            sampler=sampler,
-            eta=eta,
-            clip_denoised=clip_denoised,
-            guidance_scale=guidance_scale,
-            use_ema=use_ema,
-            stop_at=stop_at,
+        return super().sample(
+            labels, seed=seed, image_indices=image_indices, conditioning=conditioning, **kwargs
         )
-        return stage.run(labels, conditioning, seed, image_indices, noise=noise, verbose=verbose)
 
     def compute_bpd(self, images, labels, low_res=None, use_ema=True, seed=0, verbose=False):
         """The variational bound in bits/dim given clean conditioning (s = 0);
         `T` network calls (a progress bar when `verbose`)."""
-        from keras_cdm.sampling.stage_sampler import variational_bound_bpd
-
         labels = self.check_labels(labels)
         images = np.asarray(images, "float32")
         if low_res is None:

@@ -5,6 +5,7 @@ import numpy as np
 
 from keras_cdm.models.diffusion_model import DiffusionModel
 from keras_cdm.models.loading import load_stage
+from keras_cdm.models.reverse_process import SamplerSettings
 from keras_cdm.models.super_res_diffusion_model import SuperResDiffusionModel
 from keras_cdm.utils.images import to_uint8
 from keras_cdm.utils.seeds import check_seed
@@ -50,8 +51,10 @@ class CascadeSampler:
         guidance_scale: float or list per stage. `1` disables guidance.
         eta: float or list per stage. DDIM stochasticity.
         clip_denoised: bool or list per stage.
-        use_ema: bool. Sample with EMA weights. Defaults to `True`.
+        use_ema: bool or list per stage. Sample with EMA weights.
         verbose: bool. Progress bars per stage.
+        settings: list of `keras_cdm.models.SamplerSettings`, one per stage,
+            instead of the six arguments above.
 
     Example:
 
@@ -77,6 +80,7 @@ class CascadeSampler:
         clip_denoised=True,
         use_ema=True,
         verbose=False,
+        settings=None,
     ):
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
@@ -128,10 +132,19 @@ class CascadeSampler:
                         f"{k} uses {below.schedule}/{below.num_timesteps}, stage {k + 1} "
                         f"was trained with {ref.schedule}/{ref.num_timesteps}."
                     )
-        self.num_steps = _per_stage("num_steps", num_steps, n)
-        self.sampler = _per_stage("sampler", sampler, n)
-        self.guidance_scale = _per_stage("guidance_scale", guidance_scale, n)
-        for k, (stage, g) in enumerate(zip(stages, self.guidance_scale)):
+        if settings is None:
+            settings = SamplerSettings.per_stage(
+                n,
+                num_steps=num_steps,
+                sampler=sampler,
+                guidance_scale=guidance_scale,
+                eta=eta,
+                clip_denoised=clip_denoised,
+                use_ema=use_ema,
+            )
+        settings = [SamplerSettings.resolve(s) for s in _per_stage("settings", settings, n)]
+        for k, (stage, st) in enumerate(zip(stages, settings)):
+            g = st.guidance_scale
             if g != 1.0 and stage.label_dropout == 0.0:
                 example = [g if s.label_dropout > 0 else 1.0 for s in stages]
                 raise ValueError(
@@ -140,9 +153,7 @@ class CascadeSampler:
                     f"with. Give one value per stage, guided only where the stage was "
                     f"trained with label dropout: here guidance_scale={example}."
                 )
-        self.eta = _per_stage("eta", eta, n)
-        self.clip_denoised = _per_stage("clip_denoised", clip_denoised, n)
-        self.use_ema = use_ema
+        self.settings = settings
         self.verbose = verbose
 
     @property
@@ -152,12 +163,7 @@ class CascadeSampler:
     def _stage_kwargs(self, k, seed, image_indices):
         return {
             "image_indices": image_indices,
-            "num_steps": self.num_steps[k],
-            "sampler": self.sampler[k],
-            "guidance_scale": self.guidance_scale[k],
-            "eta": self.eta[k],
-            "clip_denoised": self.clip_denoised[k],
-            "use_ema": self.use_ema,
+            "settings": self.settings[k],
             "seed": seed,
             "verbose": self.verbose,
         }
@@ -280,12 +286,7 @@ class CascadeSampler:
             self.stages[:-1],
             aug_levels=self.aug_levels[:-1],
             mode="non_truncated",
-            num_steps=self.num_steps[:-1],
-            sampler=self.sampler[:-1],
-            guidance_scale=self.guidance_scale[:-1],
-            eta=self.eta[:-1],
-            clip_denoised=self.clip_denoised[:-1],
-            use_ema=self.use_ema,
+            settings=self.settings[:-1],
             verbose=self.verbose,
         )
         low_res = below.sample(labels, seed=seed)

@@ -4,6 +4,7 @@ import pytest
 from conftest import BACKEND
 from conftest import micro_network_config
 
+import keras_cdm
 from keras_cdm import CascadeSampler
 from keras_cdm import DiffusionModel
 from keras_cdm import SuperResDiffusionModel
@@ -151,15 +152,22 @@ def test_guidance_runs_for_label_dropout_stage():
 def test_no_recompilation_between_calls(stages):
     base, _, _ = stages
     base.sample(np.array([0, 1]), num_steps=4, seed=0)
-    sampler = base.stage_sampler(
-        num_steps=4,
-        sampler="ddpm",
-        eta=0.0,
-        clip_denoised=True,
-        guidance_scale=1.0,
-        use_ema=True,
-        stop_at=0,
-    )
+    sampler = base.stage_sampler(keras_cdm.models.SamplerSettings(num_steps=4), stop_at=0)
     assert sampler.trace_count == 1
     base.sample(np.array([2, 0]), num_steps=4, seed=5)
     assert sampler.trace_count == 1
+
+
+def test_sampler_settings_one_object_everywhere(stages):
+    base, sr1, _ = stages
+    settings = keras_cdm.models.SamplerSettings(num_steps=3, sampler="ddim")
+    a = base.sample(np.array([0, 1]), seed=2, settings=settings)
+    b = base.sample(np.array([0, 1]), seed=2, num_steps=3, sampler="ddim")
+    np.testing.assert_array_equal(a, b)
+    c = CascadeSampler([base, sr1], settings=[settings, settings]).sample(labels=[0, 1], seed=2)
+    d = CascadeSampler([base, sr1], num_steps=3, sampler="ddim").sample(labels=[0, 1], seed=2)
+    np.testing.assert_array_equal(c, d)
+    with pytest.raises(ValueError, match=r"`sampler` must be one of .*'euler'"):
+        keras_cdm.models.SamplerSettings(sampler="euler")
+    with pytest.raises(ValueError, match=r"`num_steps` must be a positive int.*0"):
+        keras_cdm.models.SamplerSettings(num_steps=0)

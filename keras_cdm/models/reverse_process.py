@@ -1,4 +1,8 @@
-"""One stage's reverse process: a step compiled once per shape, looped in Python."""
+"""One stage's reverse process: its settings, a step compiled once per
+shape and looped in Python, and the variational bound in bits/dim."""
+
+import dataclasses
+import numbers
 
 import keras
 import numpy as np
@@ -9,6 +13,94 @@ from keras_cdm.backend import random_normal
 from keras_cdm.utils.seeds import ImageNoise
 
 SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    """How one stage samples: the one settings object of `sample`, the stage
+    sampler and the cascade (one per stage there).
+
+    Args:
+        num_steps: int or None. Respaced steps (`None`: all `T`).
+        sampler: str. `"ddpm"` (ancestral) or `"ddim"`.
+        eta: float. DDIM stochasticity (>= 0). Defaults to `0.0`.
+        clip_denoised: bool. Clip the predicted x0 to [-1, 1].
+        guidance_scale: float. Classifier-free guidance weight (>= 0); `1`
+            disables it. Needs a stage trained with `label_dropout > 0`.
+        use_ema: bool. Sample with the EMA weights. Defaults to `True`.
+
+    Example:
+
+    >>> s = keras_cdm.models.SamplerSettings(num_steps=50, sampler="ddim")
+    >>> keras_cdm.models.SamplerSettings.from_config(s.get_config()) == s
+    True
+    """
+
+    num_steps: object = None
+    sampler: str = "ddpm"
+    eta: float = 0.0
+    clip_denoised: bool = True
+    guidance_scale: float = 1.0
+    use_ema: bool = True
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(
+                f"`sampler` must be one of {SAMPLERS}. Received: sampler={self.sampler!r}"
+            )
+        n = self.num_steps
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0):
+            raise ValueError(f"`num_steps` must be a positive int. Received: num_steps={n!r}")
+        for name in ("guidance_scale", "eta"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not np.isfinite(value)
+                or value < 0
+            ):
+                hint = " (1 disables guidance)" if name == "guidance_scale" else ""
+                raise ValueError(
+                    f"`{name}` must be a finite number >= 0{hint}. Received: {name}={value!r}"
+                )
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @classmethod
+    def resolve(cls, settings=None, **kwargs):
+        """`settings` (a `SamplerSettings`, a config dict or None) with
+        `kwargs` replacing fields."""
+        if settings is None:
+            return cls(**kwargs)
+        if isinstance(settings, dict):
+            settings = cls(**settings)
+        if not isinstance(settings, cls):
+            raise ValueError(
+                f"`settings` must be a SamplerSettings or a dict. Received: {settings!r}"
+            )
+        return dataclasses.replace(settings, **kwargs) if kwargs else settings
+
+    @classmethod
+    def per_stage(cls, num_stages, **kwargs):
+        """One `SamplerSettings` per stage from fields that are each one value
+        or a list of one value per stage."""
+        columns = {}
+        for name, value in kwargs.items():
+            if isinstance(value, (list, tuple)):
+                if len(value) != num_stages:
+                    raise ValueError(
+                        f"`{name}` must be one value or one per stage ({num_stages}). "
+                        f"Received: {name}={value!r}"
+                    )
+                columns[name] = list(value)
+            else:
+                columns[name] = [value] * num_stages
+        return [cls(**{k: v[i] for k, v in columns.items()}) for i in range(num_stages)]
 
 
 def truncated_timesteps(num_timesteps, num_steps, stop_at):
@@ -32,7 +124,7 @@ def truncated_timesteps(num_timesteps, num_steps, stop_at):
 class StageSampler:
     """Compiled sampling loop of one stage for fixed sampler settings.
 
-    Built by `DiffusionModel.stage_sampler(...)` and cached there, so that
+    Built by `DiffusionModel.stage_sampler(settings, stop_at)` and cached there, so that
     repeated `sample` calls of the same batch size reuse the compiled step.
     `trace_count` counts how often the step was traced (JAX, TensorFlow).
 
@@ -41,63 +133,37 @@ class StageSampler:
     the seed and its index only, not on the batch it is sampled in.
     """
 
-    def __init__(
-        self,
-        model,
-        num_steps=None,
-        sampler="ddpm",
-        eta=0.0,
-        clip_denoised=True,
-        guidance_scale=1.0,
-        use_ema=True,
-        stop_at=0,
-    ):
-        if sampler not in SAMPLERS:
-            raise ValueError(f"`sampler` must be one of {SAMPLERS}. Received: sampler={sampler!r}")
+    def __init__(self, model, settings=None, stop_at=0):
+        settings = SamplerSettings.resolve(settings)
         T = model.diffusion.num_timesteps
-        if num_steps is not None and (
-            isinstance(num_steps, bool)
-            or not isinstance(num_steps, (int, np.integer))
-            or num_steps <= 0
-        ):
-            raise ValueError(
-                f"`num_steps` must be a positive int. Received: num_steps={num_steps!r}"
-            )
+        num_steps = settings.num_steps
         if num_steps is not None and num_steps > T:
             raise ValueError(
                 f"Cannot sample with {num_steps} steps from a {T}-step diffusion. "
                 f"Received: num_steps={num_steps}"
             )
+        if isinstance(stop_at, bool) or not isinstance(stop_at, numbers.Integral):
+            raise ValueError(f"`stop_at` must be an int level. Received: stop_at={stop_at!r}")
         if not 0 <= stop_at <= T:
             raise ValueError(f"`stop_at` must lie in [0, {T}]. Received: stop_at={stop_at}")
-        if (
-            isinstance(guidance_scale, bool)
-            or not isinstance(guidance_scale, (int, float, np.integer, np.floating))
-            or not np.isfinite(guidance_scale)
-            or guidance_scale < 0
-        ):
-            raise ValueError(
-                "`guidance_scale` must be a finite number >= 0 (1 disables guidance). "
-                f"Received: guidance_scale={guidance_scale!r}"
-            )
-        if not np.isfinite(eta) or eta < 0:
-            raise ValueError(f"`eta` must be a finite number >= 0. Received: eta={eta!r}")
-        if guidance_scale != 1.0 and model.label_dropout == 0.0:
+        if settings.guidance_scale != 1.0 and model.label_dropout == 0.0:
             raise ValueError(
                 "Classifier-free guidance needs a stage trained with label_dropout > 0 "
-                f"(its null label is untrained otherwise). Received: guidance_scale={guidance_scale}"
+                "(its null label is untrained otherwise). "
+                f"Received: guidance_scale={settings.guidance_scale}"
             )
+        self.settings = settings
         self.model = model
         self.diffusion = model.diffusion.respace(
             timesteps=truncated_timesteps(T, num_steps, stop_at)
         )
-        self.sampler = sampler
-        self.eta = float(eta)
-        self.clip_denoised = clip_denoised
-        self.guidance_scale = float(guidance_scale)
+        self.sampler = settings.sampler
+        self.eta = float(settings.eta)
+        self.clip_denoised = settings.clip_denoised
+        self.guidance_scale = float(settings.guidance_scale)
         self.stop_at = stop_at
         self.last_index = 1 if stop_at > 0 else 0
-        self.network = model.ema_network if use_ema else model.network
+        self.network = model.ema_network if settings.use_ema else model.network
         self.trace_count = 0
         self._step = compile_stateful(self._step_fn, self.network.variables, [])
 
