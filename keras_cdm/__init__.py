@@ -1,6 +1,7 @@
 """keras_cdm: Cascaded Diffusion Models for Keras 3 (JAX, TensorFlow, PyTorch)."""
 
 from keras_cdm import data
+from keras_cdm import distribute
 from keras_cdm import evaluation
 from keras_cdm import layers
 from keras_cdm import models
@@ -25,6 +26,7 @@ __all__ = [
     "SuperResUNet",
     "UNet",
     "data",
+    "distribute",
     "evaluation",
     "get_beta_schedule",
     "layers",

@@ -145,7 +145,9 @@ def base_dataset(
 
     >>> source = keras_cdm.data.synthetic(num_images=100, resolution=32)
     >>> ds = keras_cdm.data.base_dataset(source, resolution=16, batch_size=8)
-    >>> model.fit(ds, steps_per_epoch=10)
+    >>> model = keras_cdm.DiffusionModel.from_preset("base16_tiny")
+    >>> model.compile(optimizer="adam")
+    >>> history = model.fit(ds, steps_per_epoch=2, verbose=0)
     """
     import tensorflow as tf
 

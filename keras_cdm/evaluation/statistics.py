@@ -13,9 +13,9 @@ class RunningStatistics:
 
     Example:
 
-    >>> stats = keras_cdm.evaluation.RunningStatistics(2048, "inception_v3")
-    >>> for batch in feature_batches:
-    ...     stats.update(batch)
+    >>> stats = keras_cdm.evaluation.RunningStatistics(8, "my_extractor")
+    >>> for batch in np.split(np.random.normal(size=(300, 8)), 3):
+    ...     stats = stats.update(batch)
     >>> mu, sigma = stats.mean, stats.covariance
     """
 

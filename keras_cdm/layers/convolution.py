@@ -18,7 +18,7 @@ class Conv2D(keras.layers.Conv2D):
 
     Example:
 
-    >>> conv = Conv2D(32, 3, padding="same")
+    >>> conv = keras_cdm.layers.Conv2D(32, 3, padding="same")
     >>> y = conv(np.zeros((2, 16, 16, 3), "float32"))
     """
 

@@ -26,7 +26,7 @@ class GroupNorm32(keras.layers.GroupNormalization):
 
     Example:
 
-    >>> norm = GroupNorm32(groups=8, dtype="float32")
+    >>> norm = keras_cdm.layers.GroupNorm32(groups=8, dtype="float32")
     >>> y = norm(np.zeros((2, 16, 16, 32), "float32"))
     """
 
