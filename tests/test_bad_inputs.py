@@ -295,3 +295,9 @@ def test_degenerate_datasets_and_missing_sources(tmp_path):
         keras_cdm.data.resolve_source(str(tmp_path / "no_such_dir"))
     with pytest.raises(ValueError, match="Labels must lie in"):
         keras_cdm.data.from_arrays(np.zeros((2, 8, 8, 3), "uint8"), np.array([0, 5]), 3)
+
+
+def test_unknown_tfds_name_says_what_to_do():
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(ValueError, match=r"(?s)TFDS data set 'no_such_set_xyz'.*image folder"):
+        keras_cdm.data.from_tfds("no_such_set_xyz", download=False)

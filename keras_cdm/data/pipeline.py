@@ -112,10 +112,11 @@ def _sharded(source, shard, batch_size, drop_remainder):
     return ds
 
 
-def base_dataset(
+def _stage_dataset(
     source,
     resolution,
     batch_size,
+    example,
     shuffle=True,
     repeat=True,
     flip=True,
@@ -126,6 +127,26 @@ def base_dataset(
     seed=None,
     shuffle_buffer=10_000,
 ):
+    """The pipeline of every stage: checks, shard, preprocess, `example`
+    (which turns the preprocessed image and label into a training example),
+    shuffle, repeat, batch."""
+    import tensorflow as tf
+
+    _check_resolution(source, resolution, allow_upsampling)
+    if crop not in CROPS:
+        raise ValueError(f"`crop` must be one of {CROPS}. Received: crop={crop!r}")
+
+    def prep(image, label):
+        image = preprocess_image(image, resolution, crop, flip, seed)
+        return example(image, tf.cast(label, tf.int32))
+
+    ds = _sharded(source, shard, batch_size, drop_remainder).map(
+        prep, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_remainder)
+
+
+def base_dataset(source, resolution, batch_size, **options):
     """Batches `(images, labels)` for a base stage at `resolution`.
 
     Args:
@@ -133,13 +154,13 @@ def base_dataset(
             `from_image_folder`, `from_tfds`, `synthetic`).
         resolution: int. Output height and width.
         batch_size: int. Global batch size.
-        shuffle, repeat: bool. Defaults to `True`.
-        flip: bool. Random horizontal flips. Defaults to `True`.
-        crop: str. `"center"` or `"random"` square crop.
-        allow_upsampling: bool. Allow a resolution above the source's.
-        drop_remainder: bool. Fixed batch shapes for compiled steps.
-        shard: optional `(num_shards, index)` for multi-host input.
-        seed: int or None. Seed of shuffling, crops and flips.
+        **options: `shuffle`, `repeat` (bools, default `True`); `flip`
+            (random horizontal flips, default `True`); `crop` (`"center"`
+            or `"random"` square crop); `allow_upsampling` (a resolution
+            above the source's, default `False`); `drop_remainder` (fixed
+            batch shapes for compiled steps, default `True`); `shard`
+            (`(num_shards, index)` for multi-host input); `seed` (of
+            shuffling, crops and flips); `shuffle_buffer` (default 10,000).
 
     Example:
 
@@ -149,61 +170,35 @@ def base_dataset(
     >>> model.compile(optimizer="adam")
     >>> history = model.fit(ds, steps_per_epoch=2, verbose=0)
     """
-    import tensorflow as tf
-
-    _check_resolution(source, resolution, allow_upsampling)
-    if crop not in CROPS:
-        raise ValueError(f"`crop` must be one of {CROPS}. Received: crop={crop!r}")
-
-    def prep(image, label):
-        return preprocess_image(image, resolution, crop, flip, seed), tf.cast(label, tf.int32)
-
-    ds = _sharded(source, shard, batch_size, drop_remainder).map(
-        prep, num_parallel_calls=tf.data.AUTOTUNE
+    return _stage_dataset(
+        source, resolution, batch_size, lambda image, label: (image, label), **options
     )
-    return _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_remainder)
 
 
-def super_res_dataset(
-    source,
-    low_res,
-    high_res,
-    batch_size,
-    shuffle=True,
-    repeat=True,
-    flip=True,
-    crop="center",
-    allow_upsampling=False,
-    drop_remainder=True,
-    shard=None,
-    seed=None,
-    shuffle_buffer=10_000,
-):
+def super_res_dataset(source, low_res, high_res, batch_size, **options):
     """Batches `({"high_res", "low_res"}, labels)` for an SR stage.
 
     The low-resolution image is the box-filter (area) downsample of the same
-    (cropped, flipped) high-resolution image. Arguments as `base_dataset`.
-    """
-    import tensorflow as tf
+    (cropped, flipped) high-resolution image. `**options` as `base_dataset`.
 
-    _check_resolution(source, high_res, allow_upsampling)
+    Example:
+
+    >>> source = keras_cdm.data.synthetic(num_images=100, resolution=32)
+    >>> ds = keras_cdm.data.super_res_dataset(source, 16, 32, batch_size=8)
+    >>> x, labels = next(iter(ds))
+    >>> tuple(x["low_res"].shape), tuple(x["high_res"].shape)
+    ((8, 16, 16, 3), (8, 32, 32, 3))
+    """
     if not isinstance(low_res, int) or low_res <= 0 or high_res % low_res:
         raise ValueError(
             f"`low_res` must divide `high_res`. Received: low_res={low_res}, high_res={high_res}"
         )
-    if crop not in CROPS:
-        raise ValueError(f"`crop` must be one of {CROPS}. Received: crop={crop!r}")
     factor = high_res // low_res
 
-    def prep(image, label):
-        hi = preprocess_image(image, high_res, crop, flip, seed)
-        lo = area_downsample_tf(hi, factor)
-        return {"high_res": hi, "low_res": lo}, tf.cast(label, tf.int32)
+    def example(hi, label):
+        return {"high_res": hi, "low_res": area_downsample_tf(hi, factor)}, label
 
-    ds = _sharded(source, shard, batch_size, drop_remainder).map(
-        prep, num_parallel_calls=tf.data.AUTOTUNE
-    )
-    return _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_remainder)
+    return _stage_dataset(source, high_res, batch_size, example, **options)
 
 
 def save_batch_grid(dataset, path, num_batches=1, max_images=16):

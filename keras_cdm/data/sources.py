@@ -198,11 +198,7 @@ def from_tfds(name, split="train", data_dir=None, download=True):
             f"Prepare it where there is network access (`tfds build {name}`) and pass that "
             "data_dir, or pass an image folder instead (one sub-folder per class)."
         ) from e
-    if not download and not builder.is_prepared():
-        raise ValueError(
-            f"TFDS data set {name!r} is not prepared in {builder.data_dir!r}; run "
-            f"`tfds build {name}` or pass download=True."
-        )
+
     features = builder.info.features
     if "image" not in features or "label" not in features:
         raise ValueError(
@@ -212,7 +208,14 @@ def from_tfds(name, split="train", data_dir=None, download=True):
     num_classes = features["label"].num_classes
     shape = features["image"].shape
     min_side = min(shape[:2]) if shape[0] and shape[1] else None
-    ds = builder.as_dataset(split=split, shuffle_files=True)
+    try:
+        ds = builder.as_dataset(split=split, shuffle_files=True)
+    except Exception as e:
+        raise ValueError(
+            f"TFDS data set {name!r} (split {split!r}) is not prepared in "
+            f"{builder.data_dir!r} ({type(e).__name__}: {e}). Run `tfds build {name}` "
+            "where there is network access, or pass an image folder."
+        ) from e
 
     def to_pair(example):
         image = example["image"]

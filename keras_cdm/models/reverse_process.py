@@ -11,6 +11,7 @@ from keras import ops
 from keras_cdm.backend import compile_stateful
 from keras_cdm.backend import random_normal
 from keras_cdm.utils.seeds import ImageNoise
+from keras_cdm.utils.validation import check_positive_int
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -48,9 +49,7 @@ class SamplerSettings:
             raise ValueError(
                 f"`sampler` must be one of {SAMPLERS}. Received: sampler={self.sampler!r}"
             )
-        n = self.num_steps
-        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0):
-            raise ValueError(f"`num_steps` must be a positive int. Received: num_steps={n!r}")
+        check_positive_int("num_steps", self.num_steps, allow_none=True)
         for name in ("guidance_scale", "eta"):
             value = getattr(self, name)
             if (

@@ -3,7 +3,7 @@ from keras import ops
 
 from keras_cdm.layers.timestep_embedding import TimestepEmbedding
 from keras_cdm.networks.unet import UNet
-from keras_cdm.networks.unet import _check_positive_int
+from keras_cdm.utils.validation import check_positive_int
 
 RESIZE_METHODS = ("bilinear", "bicubic", "nearest")
 
@@ -71,7 +71,7 @@ class SuperResUNet(UNet):
     """
 
     def __init__(self, image_size, low_res_size, interpolation="bilinear", **kwargs):
-        _check_positive_int("low_res_size", low_res_size)
+        check_positive_int("low_res_size", low_res_size)
         if isinstance(image_size, int) and (low_res_size > image_size or image_size % low_res_size):
             raise ValueError(
                 "The low-resolution size must divide the output size of a "

@@ -9,11 +9,7 @@ from keras_cdm.layers.residual_block import ResidualBlock
 from keras_cdm.layers.timestep_embedding import TimestepEmbedding
 from keras_cdm.networks.architectures import architecture_names
 from keras_cdm.networks.architectures import get_architecture
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+from keras_cdm.utils.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_cdm")
@@ -88,7 +84,7 @@ class UNet(keras.Model):
             ("num_res_blocks", num_res_blocks),
             ("num_classes", num_classes),
         ]:
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         channel_mult = tuple(int(m) for m in channel_mult)
         if not channel_mult:
             raise ValueError("`channel_mult` must not be empty.")

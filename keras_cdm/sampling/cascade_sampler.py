@@ -10,6 +10,7 @@ from keras_cdm.models.super_res_diffusion_model import SuperResDiffusionModel
 from keras_cdm.utils.images import to_uint8
 from keras_cdm.utils.seeds import check_seed
 from keras_cdm.utils.seeds import derive_seed
+from keras_cdm.utils.validation import check_positive_int
 
 MODES = ("truncated", "non_truncated")
 
@@ -172,14 +173,7 @@ class CascadeSampler:
         if labels is None:
             if num_images is None:
                 raise ValueError("Pass `labels` or `num_images`.")
-            if (
-                isinstance(num_images, bool)
-                or not isinstance(num_images, numbers.Integral)
-                or num_images <= 0
-            ):
-                raise ValueError(
-                    f"`num_images` must be a positive int. Received: num_images={num_images!r}"
-                )
+            check_positive_int("num_images", num_images)
             labels = np.arange(num_images) % self.num_classes
         elif num_images is not None and num_images != len(labels):
             raise ValueError(
@@ -217,16 +211,7 @@ class CascadeSampler:
             raise ValueError(f"`output` must be 'float' or 'uint8'. Received: {output!r}")
         labels = self._resolve_labels(labels, num_images)
         seed = check_seed(seed)
-        if batch_size is None:
-            batch_size = len(labels)
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, numbers.Integral)
-            or batch_size <= 0
-        ):
-            raise ValueError(
-                f"`batch_size` must be a positive int or None. Received: batch_size={batch_size!r}"
-            )
+        batch_size = check_positive_int("batch_size", batch_size, allow_none=True) or len(labels)
         per_stage = [[] for _ in self.stages]
         for start in range(0, len(labels), batch_size):
             indices = np.arange(start, min(start + batch_size, len(labels)))
