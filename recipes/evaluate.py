@@ -93,21 +93,18 @@ def main(argv=None):
             else (images[-200:], labels[-200:])
         )
         num_classes = int(max(labels.max(), test_labels.max())) + 1
-        model = ev.small_classifier(args.resolution, num_classes, width=args.width)
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        model.fit(
-            images.astype("float32") / 127.5 - 1,
+        model = ev.fit_classifier(
+            images,
             labels,
+            num_classes,
+            width=args.width,
             epochs=args.epochs,
             batch_size=128,
-            validation_data=(test_images.astype("float32") / 127.5 - 1, test_labels),
+            validation_data=(test_images, test_labels),
             verbose=2,
         )
-        _, acc = model.evaluate(test_images.astype("float32") / 127.5 - 1, test_labels, verbose=0)
+        probs = model.predict(keras_cdm.utils.images.from_uint8(test_images), verbose=0)
+        acc = ev.classification_accuracy(probs, test_labels, top=(1,))["top1"]
         model.save(args.output)
         report = {
             "classifier": args.output,

@@ -87,20 +87,15 @@ def classification_accuracy_score(
 ):
     """Classification Accuracy Score: train a classifier on generated samples,
     report top-1/top-5 accuracy on real held-out data."""
-    import keras
+    from keras_cdm.evaluation.classifier import fit_classifier
 
-    from keras_cdm.evaluation.classifier import small_classifier
-
-    keras.utils.set_random_seed(seed)
-    size = train_images.shape[1]
-    model = small_classifier(size, num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    model.fit(
-        train_images.astype("float32") / 127.5 - 1,
+    model = fit_classifier(
+        train_images,
         np.asarray(train_labels),
+        num_classes,
         epochs=epochs,
         batch_size=batch_size,
-        verbose=0,
+        seed=seed,
     )
     probs = model.predict(test_images.astype("float32") / 127.5 - 1, verbose=0)
     return classification_accuracy(probs, test_labels, top=(1, min(5, num_classes)))
