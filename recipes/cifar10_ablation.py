@@ -45,12 +45,12 @@ NETWORK_16 = {"base_channels": 16, "channel_mult": [1, 2, 2], "num_res_blocks": 
 NETWORK_32 = {"base_channels": 16, "channel_mult": [1, 2, 2, 2], "num_res_blocks": 1}
 # (stage, run name, network, steps at --scale 1, extra flags)
 TRAINING = [
-    ("base16", "base16", NETWORK_16, 600, []),
-    ("sr16to32", "sr_noaug", NETWORK_32, 350, ["--augmentation", "none"]),
-    ("sr16to32", "sr_gauss", NETWORK_32, 350, ["--augmentation", "gaussian"]),
+    ("base16", "base16", NETWORK_16, 600, {}),
+    ("sr16to32", "sr_noaug", NETWORK_32, 350, {"augmentation": "none"}),
+    ("sr16to32", "sr_gauss", NETWORK_32, 350, {"augmentation": "gaussian"}),
     # Same wall-clock training budget as base16 + one SR model (measured:
     # the 32x32 network steps at about the SR network's speed).
-    ("base32", "base32", NETWORK_32, 700, []),
+    ("base32", "base32", NETWORK_32, 700, {}),
 ]
 SWEEP = (0, 25, 62, 125, 250)  # of 1000 = 0, 100, 250, 500, 1000 of the paper's 4000
 
@@ -69,33 +69,21 @@ def train_all(args):
             continue
         log(f"training {name}")
         start = time.time()
-        common.main(
+        common.train(
             stage,
-            [
-                "--dataset",
-                args.data,
-                "--preset",
-                "small",
-                "--network",
-                json.dumps(network),
-                "--batch_size",
-                str(args.batch_size),
-                "--train_steps",
-                str(int(steps * args.scale)),
-                "--checkpoint_every",
-                "50",
-                "--learning_rate",
-                str(args.learning_rate),
-                "--ema_decay",
-                "0.995",
-                "--seed",
-                str(args.seed),
-                "--output_dir",
-                out,
-            ]
-            + (["--resume"] if os.path.exists(os.path.join(out, "checkpoint.keras")) else [])
-            + extra
-            + (["--smoke"] if args.smoke else []),
+            dataset=args.data,
+            preset="small",
+            network=network,
+            batch_size=args.batch_size,
+            train_steps=max(1, int(steps * args.scale)),
+            checkpoint_every=50,
+            learning_rate=args.learning_rate,
+            ema_decay=0.995,
+            seed=args.seed,
+            output_dir=out,
+            resume=os.path.exists(os.path.join(out, "checkpoint.keras")),
+            smoke=args.smoke,
+            **extra,
         )
         common.write_json(
             os.path.join(out, "train_time.json"), {"seconds_this_run": time.time() - start}

@@ -437,7 +437,22 @@ def load_or_build(stage, preset, batch, args, output_dir, devices):
     return model, 0
 
 
+def train(stage, **flags):
+    """Trains `stage` from Python with the recipe's flags as keyword
+    arguments (`train("base16", preset="small", network={...}, resume=True)`),
+    checked exactly as on the command line. Returns the final `.keras` path."""
+    argv = []
+    for name, value in flags.items():
+        if value is None or value is False:
+            continue
+        argv.append(f"--{name}")
+        if value is not True:
+            argv.append(json.dumps(value) if isinstance(value, dict) else str(value))
+    return main(stage, argv)
+
+
 def main(stage, argv=None):
+    """The command line of every `train_*.py` recipe."""
     args = parse_args(stage, argv)
     keras.utils.set_random_seed(args.seed)
     preset, batch, steps, every = stage_settings(stage, args)
