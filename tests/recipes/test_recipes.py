@@ -15,6 +15,10 @@ from conftest import BACKEND
 from conftest import to_numpy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# No recipe case may hang (a bad flag once looped forever): each is ended
+# after 10 minutes (pytest-timeout, installed by the `test` extra).
+pytestmark = [pytest.mark.timeout(600)]
 sys.path.insert(0, os.path.join(ROOT, "recipes"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
