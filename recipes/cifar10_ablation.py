@@ -135,18 +135,19 @@ def main(argv=None):
     clf = os.path.join(out, "classifier.keras")
     if not os.path.exists(clf):
         log("training the evaluation classifier")
-        evaluate.main(
-            ["train_classifier", "--dataset", args.data, "--resolution", "32", "--width", "32"]
-            + (["--limit", str(args.classifier_images)] if args.classifier_images else [])
-            + ["--epochs", str(args.classifier_epochs)]
-            + ["--output", clf]
+        evaluate.train_classifier(
+            clf,
+            dataset=args.data,
+            resolution=32,
+            limit=args.classifier_images,
+            epochs=args.classifier_epochs,
+            width=32,
         )
     ref = os.path.join(out, "reference_test.npz")
     if not os.path.exists(ref):
         log("reference statistics of the test split")
-        evaluate.main(
-            ["reference", "--dataset", args.data, "--split", "test", "--resolution", "32"]
-            + ["--extractor", clf, "--output", ref]
+        evaluate.reference_statistics(
+            ref, evaluate.get_extractor(clf), dataset=args.data, split="test", resolution=32
         )
 
     # 2. Models.

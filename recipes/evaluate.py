@@ -23,8 +23,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from common import write_json  # noqa: E402
 
 import keras_cdm  # noqa: E402
 from keras_cdm import evaluation as ev  # noqa: E402
@@ -63,6 +66,80 @@ def get_extractor(spec, inception_weights=None):
     return ev.classifier_extractor(model, name=os.path.basename(spec))
 
 
+def train_classifier(
+    output, dataset="synthetic", resolution=32, limit=None, epochs=30, width=64, data_dir=None
+):
+    """Trains the evaluation classifier on the training split; writes it and
+    a JSON report (test accuracy) beside it. Returns the `.keras` path."""
+    images, labels = load_images(dataset, "train", resolution, limit, data_dir)
+    test_images, test_labels = (
+        load_images(dataset, "test", resolution, None, data_dir)
+        if dataset != "synthetic"
+        else (images[-200:], labels[-200:])
+    )
+    num_classes = int(max(labels.max(), test_labels.max())) + 1
+    model = ev.fit_classifier(
+        images,
+        labels,
+        num_classes,
+        width=width,
+        epochs=epochs,
+        batch_size=128,
+        validation_data=(test_images, test_labels),
+        verbose=2,
+    )
+    probs = model.predict(keras_cdm.utils.images.from_uint8(test_images), verbose=0)
+    acc = ev.classification_accuracy(probs, test_labels, top=(1,))["top1"]
+    model.save(output + ".tmp.keras")
+    os.replace(output + ".tmp.keras", output)
+    report = {
+        "classifier": output,
+        "train_images": int(len(images)),
+        "epochs": epochs,
+        "test_images": int(len(test_images)),
+        "test_accuracy": float(acc),
+    }
+    write_json(os.path.splitext(output)[0] + ".json", report)
+    print(json.dumps(report))
+    return output
+
+
+def reference_statistics(
+    output, extractor, dataset="synthetic", split="train", resolution=32, limit=None, data_dir=None
+):
+    """Feature statistics of the real images (and their features, for
+    precision/recall and per-class FID) under `output`. Returns its path."""
+    images, labels = load_images(dataset, split, resolution, limit, data_dir)
+    stats, _ = ev.feature_statistics(extractor, images)
+    stats.save(output)
+    feats, _ = extractor(images)
+    np.savez(os.path.splitext(output)[0] + "_features.npz", features=feats, labels=labels)
+    print(f"[keras_cdm] reference statistics of {stats.count} images -> {output}")
+    return output
+
+
+def score(samples, reference, extractor, real_features=None, output=None):
+    """FID / IS / precision-recall / class accuracy of an `.npz` of samples."""
+    data = np.load(samples)
+    real = real_features or os.path.splitext(reference)[0] + "_features.npz"
+    real_feats = real_labels = None
+    if os.path.exists(real):
+        r = np.load(real)
+        real_feats, real_labels = r["features"], r["labels"]
+    result = ev.evaluate_samples(
+        extractor,
+        data["images"],
+        data["labels"],
+        ev.load_statistics(reference),
+        real_feats,
+        real_labels,
+    )
+    print(json.dumps(result, indent=2))
+    if output:
+        write_json(output, result)
+    return result
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate samples of a cascade.")
     p.add_argument("command", choices=["train_classifier", "reference", "score", "smoke"])
@@ -83,73 +160,32 @@ def main(argv=None):
 
     if args.command == "smoke":
         return smoke(args)
+    if args.command != "score" and not args.output:
+        p.error(f"{args.command} needs --output")
     if args.command == "train_classifier":
-        images, labels = load_images(
-            args.dataset, args.split, args.resolution, args.limit, args.data_dir
+        return train_classifier(
+            args.output,
+            args.dataset,
+            args.resolution,
+            args.limit,
+            args.epochs,
+            args.width,
+            args.data_dir,
         )
-        test_images, test_labels = (
-            load_images(args.dataset, "test", args.resolution, None, args.data_dir)
-            if args.dataset != "synthetic"
-            else (images[-200:], labels[-200:])
-        )
-        num_classes = int(max(labels.max(), test_labels.max())) + 1
-        model = ev.fit_classifier(
-            images,
-            labels,
-            num_classes,
-            width=args.width,
-            epochs=args.epochs,
-            batch_size=128,
-            validation_data=(test_images, test_labels),
-            verbose=2,
-        )
-        probs = model.predict(keras_cdm.utils.images.from_uint8(test_images), verbose=0)
-        acc = ev.classification_accuracy(probs, test_labels, top=(1,))["top1"]
-        model.save(args.output)
-        report = {
-            "classifier": args.output,
-            "train_images": int(len(images)),
-            "epochs": args.epochs,
-            "test_images": int(len(test_images)),
-            "test_accuracy": float(acc),
-        }
-        with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
-            json.dump(report, f, indent=2)
-        print(json.dumps(report))
-        return args.output
     extractor = get_extractor(args.extractor, args.inception_weights)
     if args.command == "reference":
-        images, labels = load_images(
-            args.dataset, args.split, args.resolution, args.limit, args.data_dir
+        return reference_statistics(
+            args.output,
+            extractor,
+            args.dataset,
+            args.split,
+            args.resolution,
+            args.limit,
+            args.data_dir,
         )
-        stats, _ = ev.feature_statistics(extractor, images)
-        stats.save(args.output)
-        feats, _ = extractor(images)
-        np.savez(os.path.splitext(args.output)[0] + "_features.npz", features=feats, labels=labels)
-        print(f"[keras_cdm] reference statistics of {stats.count} images -> {args.output}")
-        return args.output
     if not args.samples or not args.reference:
         p.error("score needs a samples .npz and --reference")
-    data = np.load(args.samples)
-    real = args.real_features or os.path.splitext(args.reference)[0] + "_features.npz"
-    real_feats = real_labels = None
-    if os.path.exists(real):
-        r = np.load(real)
-        real_feats, real_labels = r["features"], r["labels"]
-    result = ev.evaluate_samples(
-        extractor,
-        data["images"],
-        data["labels"],
-        ev.load_statistics(args.reference),
-        real_feats,
-        real_labels,
-    )
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-    return result
+    return score(args.samples, args.reference, extractor, args.real_features, args.output)
 
 
 def smoke(args):

@@ -292,7 +292,7 @@ def test_truncated_jpeg_is_caught_when_the_folder_is_read(tmp_path):
 def test_degenerate_datasets_and_missing_sources(tmp_path):
     source = keras_cdm.data.from_arrays(np.zeros((3, 8, 8, 3), "uint8"), np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="holds 3 images .* fewer than one batch of 4"):
-        keras_cdm.data.base_dataset(source, 8, 4)
+        keras_cdm.data.base_dataset(source, 8, 4, repeat=False)
     with pytest.raises(ValueError, match=r"`batch_size` must be a positive int.*-2"):
         keras_cdm.data.base_dataset(source, 8, -2)
     with pytest.raises(ValueError, match=r"no_such_dir.*folder not found"):

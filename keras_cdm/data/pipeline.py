@@ -91,7 +91,7 @@ def _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_r
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _sharded(source, shard, batch_size, drop_remainder):
+def _sharded(source, shard, batch_size, drop_remainder, repeat):
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(
             f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
@@ -103,11 +103,17 @@ def _sharded(source, shard, batch_size, drop_remainder):
         if not 0 <= index < num:
             raise ValueError(f"`shard` must be (num_shards, index < num_shards). Received: {shard}")
         ds = ds.shard(num, index)
-    if drop_remainder and source.size is not None and source.size // num < batch_size:
+    # Without repeat and with drop_remainder such a source yields no batch at all.
+    if (
+        drop_remainder
+        and not repeat
+        and source.size is not None
+        and source.size // num < batch_size
+    ):
         raise ValueError(
             f"The source holds {source.size} images ({source.size // num} per shard), fewer "
-            f"than one batch of {batch_size} (drop_remainder=True). Use a smaller batch_size "
-            "or more images."
+            f"than one batch of {batch_size} (drop_remainder=True, repeat=False): no batch "
+            "would come out. Use a smaller batch_size, more images or repeat=True."
         )
     return ds
 
@@ -140,7 +146,7 @@ def _stage_dataset(
         image = preprocess_image(image, resolution, crop, flip, seed)
         return example(image, tf.cast(label, tf.int32))
 
-    ds = _sharded(source, shard, batch_size, drop_remainder).map(
+    ds = _sharded(source, shard, batch_size, drop_remainder, repeat).map(
         prep, num_parallel_calls=tf.data.AUTOTUNE
     )
     return _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_remainder)
