@@ -218,6 +218,10 @@ def test_evaluate_is_reproducible_and_does_not_move_training_rng(base):
     np.testing.assert_allclose(a, b, rtol=1e-6)
     assert not np.allclose(a[0], c[0])
     np.testing.assert_array_equal(to_numpy(base.seed_generator.state.value), state)
+    # The full bound in bits/dim: the same seed, the same figures.
+    bpd = base.compute_bpd(x[:2], y[:2], seed=3)
+    np.testing.assert_allclose(base.compute_bpd(x[:2], y[:2], seed=3), bpd, rtol=1e-5)
+    assert bpd.shape == (2,) and np.isfinite(bpd).all()
 
 
 def test_ema_moves_once_per_optimizer_step_with_gradient_accumulation():
