@@ -92,7 +92,7 @@ def train_all(args):
 
 
 def sample_chunked(path, make, labels, chunk):
-    """Samples `make(labels_chunk, chunk_index)` chunk by chunk into `path`;
+    """Samples `make(labels_chunk, first_index)` chunk by chunk into `path`;
     finished chunks are kept on disk and skipped when the run is resumed."""
     parts = path + ".parts"
     os.makedirs(parts, exist_ok=True)
@@ -100,7 +100,7 @@ def sample_chunked(path, make, labels, chunk):
     for i, start in enumerate(range(0, len(labels), chunk)):
         f = os.path.join(parts, f"{i:04d}.npy")
         if not os.path.exists(f):
-            np.save(f + ".tmp.npy", make(labels[start : start + chunk], i))
+            np.save(f + ".tmp.npy", make(labels[start : start + chunk], start))
             os.replace(f + ".tmp.npy", f)
         out.append(np.load(f))
     images = np.concatenate(out)
@@ -178,32 +178,15 @@ def main(argv=None):
             )
         return result
 
-    def base_samples(name, labels, seed, stop_at=0):
-        return sample_chunked(
-            os.path.join(out, "samples", f"{name}.npz"),
-            lambda lab, i: base16.sample(
-                lab,
-                num_steps=steps,
-                seed=seed,
-                stop_at=stop_at,
-                image_indices=np.arange(i * args.chunk, i * args.chunk + len(lab)),
-            ),
-            labels,
-            args.chunk,
+    def cascade_samples(name, stages, labels, seed, aug_levels=(), mode="non_truncated"):
+        """The cascade's samples, chunk by chunk; arms with the same seed
+        share their base samples (image i draws the same streams)."""
+        cascade = keras_cdm.CascadeSampler(
+            stages, aug_levels=list(aug_levels), mode=mode, num_steps=steps
         )
-
-    def sr_samples(name, model, low, labels, s, seed, noisy=False):
         return sample_chunked(
             os.path.join(out, "samples", f"{name}.npz"),
-            lambda lab, i: model.sample(
-                low[i * args.chunk : i * args.chunk + len(lab)],
-                lab,
-                aug_level=s,
-                noisy_low_res=noisy,
-                num_steps=steps,
-                seed=seed,
-                image_indices=np.arange(i * args.chunk, i * args.chunk + len(lab)),
-            ),
+            lambda lab, first: cascade.sample(lab, seed=seed, first_index=first),
             labels,
             args.chunk,
         )
@@ -212,12 +195,13 @@ def main(argv=None):
     sweep_path = os.path.join(out, "sweep.json")
     sweep = read_json(sweep_path)
     sweep_labels = np.arange(args.sweep_samples) % 10
-    low = np.clip(base_samples("sweep_base16", sweep_labels, seed=11), -1, 1)
     for s in SWEEP:
         if str(s) in sweep:
             continue
         log(f"sweep: gauss model at s={s}")
-        images = sr_samples(f"sweep_gauss_s{s}", sr["sr_gauss"], low, sweep_labels, s, seed=12)
+        images = cascade_samples(
+            f"sweep_gauss_s{s}", [base16, sr["sr_gauss"]], sweep_labels, 11, [s]
+        )
         r = ev.evaluate_samples(extractor, to_u8(images), sweep_labels, reference)
         sweep[str(s)] = {"fid": r["fid"], "class_accuracy": r.get("class_accuracy")}
         common.write_json(sweep_path, sweep)
@@ -226,38 +210,23 @@ def main(argv=None):
         f"sweep FIDs {json.dumps({k: round(v['fid'], 2) for k, v in sweep.items()})}; best s={best}"
     )
 
-    # 4. Final arms on num_samples each (same labels, 500 per class).
+    # 4. Final arms on num_samples each (same labels, 500 per class; the
+    # cascades share the base16 arm's samples through the seed).
     labels = np.arange(args.num_samples) % 10
     results_path = os.path.join(out, "results.json")
     results = read_json(results_path)
-    low = np.clip(base_samples("base16", labels, seed=21), -1, 1)
+    gauss = [base16, sr["sr_gauss"]]
     arms = {
-        "base16 (16x16, for reference)": lambda: low,
-        "base32 (non-cascaded)": lambda: sample_chunked(
-            os.path.join(out, "samples", "base32.npz"),
-            lambda lab, i: base32.sample(
-                lab,
-                num_steps=steps,
-                seed=31,
-                image_indices=np.arange(i * args.chunk, i * args.chunk + len(lab)),
-            ),
-            labels,
-            args.chunk,
+        "base16 (16x16, for reference)": lambda: cascade_samples("base16", [base16], labels, 21),
+        "base32 (non-cascaded)": lambda: cascade_samples("base32", [base32], labels, 31),
+        "cascade, no augmentation, s=0": lambda: cascade_samples(
+            "noaug_s0", [base16, sr["sr_noaug"]], labels, 21, [0]
         ),
-        "cascade, no augmentation, s=0": lambda: sr_samples(
-            "noaug_s0", sr["sr_noaug"], low, labels, 0, seed=22
+        f"cascade, gaussian, non-truncated s={best}": lambda: cascade_samples(
+            f"gauss_s{best}", gauss, labels, 21, [best]
         ),
-        f"cascade, gaussian, non-truncated s={best}": lambda: sr_samples(
-            f"gauss_s{best}", sr["sr_gauss"], low, labels, best, seed=23
-        ),
-        f"cascade, gaussian, truncated s={best}": lambda: sr_samples(
-            f"gauss_trunc_s{best}",
-            sr["sr_gauss"],
-            base_samples(f"base16_trunc_s{best}", labels, seed=24, stop_at=best),
-            labels,
-            best,
-            seed=25,
-            noisy=best > 0,
+        f"cascade, gaussian, truncated s={best}": lambda: cascade_samples(
+            f"gauss_trunc_s{best}", gauss, labels, 21, [best], mode="truncated"
         ),
     }
     for name, make in arms.items():

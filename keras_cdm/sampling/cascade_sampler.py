@@ -190,6 +190,7 @@ class CascadeSampler:
         batch_size=None,
         output="float",
         return_all_stages=False,
+        first_index=0,
     ):
         """Samples the cascade.
 
@@ -202,6 +203,9 @@ class CascadeSampler:
             batch_size: int or None. Images per batch (`None`: all at once).
             output: str. `"float"` (in [-1, 1]) or `"uint8"`.
             return_all_stages: bool. Also return every stage's output.
+            first_index: int. Index of the first image in a larger request:
+                sampling a request chunk by chunk, each chunk with the index
+                of its first image, gives the images of the whole request.
 
         Returns:
             The final images, or `(images, [stage outputs])` when
@@ -212,10 +216,14 @@ class CascadeSampler:
         labels = self._resolve_labels(labels, num_images)
         seed = check_seed(seed)
         batch_size = check_positive_int("batch_size", batch_size, allow_none=True) or len(labels)
+        if isinstance(first_index, bool) or not isinstance(first_index, numbers.Integral):
+            raise ValueError(f"`first_index` must be an int >= 0. Received: {first_index!r}")
+        if first_index < 0:
+            raise ValueError(f"`first_index` must be an int >= 0. Received: {first_index!r}")
         per_stage = [[] for _ in self.stages]
         for start in range(0, len(labels), batch_size):
-            indices = np.arange(start, min(start + batch_size, len(labels)))
-            outs = self._sample_batch(labels[indices], seed, indices)
+            positions = np.arange(start, min(start + batch_size, len(labels)))
+            outs = self._sample_batch(labels[positions], seed, first_index + positions)
             for k, out in enumerate(outs):
                 per_stage[k].append(out)
         per_stage = [np.concatenate(p, axis=0) for p in per_stage]

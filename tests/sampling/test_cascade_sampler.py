@@ -91,6 +91,9 @@ def test_images_do_not_depend_on_batching(stages, mode):
     # Image i depends on its own index only: the first images of a longer
     # request are the images of a shorter one.
     np.testing.assert_allclose(c.sample(labels=labels[:2], seed=3), whole[:2], atol=1e-5)
+    # A request sampled in chunks, each with its first image's index.
+    rest = c.sample(labels=labels[2:], seed=3, first_index=2)
+    np.testing.assert_allclose(rest, whole[2:], atol=1e-5)
     assert not np.allclose(whole[0], whole[3])  # same label, different stream
 
 
