@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 import keras_cdm  # noqa: E402
 from keras_cdm import evaluation as ev  # noqa: E402
 from keras_cdm.utils.images import save_class_grid  # noqa: E402
+from keras_cdm.utils.images import save_npz  # noqa: E402
 
 # A few hundred thousand parameters: trains in minutes on 2 CPU cores.
 NETWORK_16 = {"base_channels": 16, "channel_mult": [1, 2, 2], "num_res_blocks": 1}
@@ -104,7 +105,7 @@ def sample_chunked(path, make, labels, chunk):
             os.replace(f + ".tmp.npy", f)
         out.append(np.load(f))
     images = np.concatenate(out)
-    np.savez(path, images=images, labels=labels)
+    save_npz(path, images, labels)
     return images
 
 

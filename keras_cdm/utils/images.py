@@ -1,5 +1,7 @@
 """Image conversions and writing results: PNG grids and `.npz` archives."""
 
+import os
+
 import numpy as np
 
 
@@ -47,13 +49,23 @@ def make_grid(rows, pad=2, upscale_to=None):
     return grid
 
 
+def _atomic_path(path):
+    """A temporary name beside `path` with the same extension (the writers
+    infer the format from it); `os.replace` then swaps it in."""
+    root, ext = os.path.splitext(path)
+    return f"{root}.tmp{ext}"
+
+
 def save_png(path, image):
+    """Writes a uint8 image as PNG, atomically (a kill leaves the old file)."""
     from PIL import Image
 
     image = np.asarray(image)
     if image.shape[-1] == 1:
         image = image[..., 0]
-    Image.fromarray(image).save(path)
+    tmp = _atomic_path(path)
+    Image.fromarray(image).save(tmp, format="PNG")
+    os.replace(tmp, path)
     return path
 
 
@@ -83,10 +95,13 @@ def save_class_grid(path, images, labels, max_per_class=8, extra_stages=None):
 
 
 def save_npz(path, images, labels):
-    """Writes uint8 images and int labels to `.npz` (keys `images`, `labels`)."""
+    """Writes uint8 images and int labels to `.npz` (keys `images`, `labels`),
+    atomically."""
+    tmp = _atomic_path(path if path.endswith(".npz") else path + ".npz")
     np.savez(
-        path,
+        tmp,
         images=to_uint8(images) if np.asarray(images).dtype != np.uint8 else images,
         labels=np.asarray(labels, dtype=np.int64),
     )
+    os.replace(tmp, path)
     return path
