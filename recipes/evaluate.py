@@ -37,7 +37,8 @@ def load_images(dataset, split, resolution, limit, data_dir=None):
     source = keras_cdm.data.resolve_source(
         dataset, data_dir=data_dir, split=split, resolution=resolution, num_images=limit or 2000
     )
-    # A limited subset is a random one (folders and TFDS list images by class).
+    # A limited subset is a random one (folders list images by class; the
+    # native pipeline shuffles the whole source, a TFDS stream a large buffer).
     ds = keras_cdm.data.base_dataset(
         source,
         resolution,
@@ -47,7 +48,7 @@ def load_images(dataset, split, resolution, limit, data_dir=None):
         flip=False,
         drop_remainder=False,
         seed=0,
-        shuffle_buffer=60_000,
+        shuffle_buffer=None if source.random_access else 60_000,
     )
     images, labels = [], []
     for x, y in ds:

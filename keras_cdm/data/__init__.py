@@ -11,10 +11,12 @@ from keras_cdm.data.sources import from_image_folder
 from keras_cdm.data.sources import from_tfds
 from keras_cdm.data.sources import resolve_source
 from keras_cdm.data.sources import synthetic
+from keras_cdm.data.stage_dataset import StageDataset
 
 __all__ = [
     "CLASS_NAMES",
     "ImageSource",
+    "StageDataset",
     "base_dataset",
     "from_arrays",
     "from_image_folder",

@@ -1,12 +1,19 @@
-"""Stage datasets: `tf.data` pipelines of ready batches for `model.fit`.
+"""Stage datasets: ready batches for `model.fit` on every backend.
 
-Keras 3 feeds a `tf.data.Dataset` to every backend, so the same pipeline
-serves JAX, TensorFlow and PyTorch training.
+Two pipelines make the same batches. The native one (`StageDataset`, a
+`keras.utils.PyDataset`; the default) needs no TensorFlow and serves arrays,
+image folders and the synthetic set. The `tf.data` one serves TFDS sources
+(and any source with `pipeline="tf"`) and needs TensorFlow.
 """
+
+import itertools
 
 import numpy as np
 
+from keras_cdm.data.stage_dataset import StageDataset
+
 CROPS = ("center", "random")
+PIPELINES = ("auto", "native", "tf")
 
 
 def _check_resolution(source, resolution, allow_upsampling):
@@ -78,30 +85,11 @@ def area_downsample_tf(images, factor):
     return tf.nn.avg_pool2d(images, factor, factor, "VALID")
 
 
-def _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_remainder):
-    import tensorflow as tf
-
-    if batch_size is None or batch_size <= 0:
-        raise ValueError(f"`batch_size` must be a positive int. Received: {batch_size!r}")
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
 def _sharded(source, shard, batch_size, drop_remainder, repeat):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(
-            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
-        )
     ds = source.dataset
     num = 1
     if shard is not None:
         num, index = shard
-        if not 0 <= index < num:
-            raise ValueError(f"`shard` must be (num_shards, index < num_shards). Received: {shard}")
         ds = ds.shard(num, index)
     # Without repeat and with drop_remainder such a source yields no batch at all.
     if (
@@ -122,7 +110,7 @@ def _stage_dataset(
     source,
     resolution,
     batch_size,
-    example,
+    low_res=None,
     shuffle=True,
     repeat=True,
     flip=True,
@@ -131,25 +119,101 @@ def _stage_dataset(
     drop_remainder=True,
     shard=None,
     seed=None,
-    shuffle_buffer=10_000,
+    pipeline="auto",
+    workers=None,
+    shuffle_buffer=None,
 ):
-    """The pipeline of every stage: checks, shard, preprocess, `example`
-    (which turns the preprocessed image and label into a training example),
-    shuffle, repeat, batch."""
-    import tensorflow as tf
-
+    """The pipeline of every stage: checks, then the native or tf.data
+    pipeline (`low_res` set: an SR stage's batches)."""
     _check_resolution(source, resolution, allow_upsampling)
     if crop not in CROPS:
         raise ValueError(f"`crop` must be one of {CROPS}. Received: crop={crop!r}")
+    if pipeline not in PIPELINES:
+        raise ValueError(f"`pipeline` must be one of {PIPELINES}. Received: pipeline={pipeline!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(
+            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}"
+        )
+    if shard is not None:
+        num, index = shard
+        if not 0 <= index < num:
+            raise ValueError(f"`shard` must be (num_shards, index < num_shards). Received: {shard}")
+    if pipeline == "auto":
+        pipeline = "native" if source.random_access else "tf"
+    if pipeline == "native":
+        if shuffle_buffer is not None:
+            raise ValueError(
+                "`shuffle_buffer` applies to pipeline='tf' only: the native pipeline "
+                "shuffles the whole source each epoch."
+            )
+        return StageDataset(
+            source,
+            resolution,
+            batch_size,
+            low_res=low_res,
+            shuffle=shuffle,
+            repeat=repeat,
+            flip=flip,
+            crop=crop,
+            drop_remainder=drop_remainder,
+            shard=shard,
+            seed=seed,
+            workers=workers,
+        )
+    if workers is not None:
+        raise ValueError("`workers` applies to the native pipeline only (tf.data autotunes).")
+    return _tf_stage_dataset(
+        source,
+        resolution,
+        batch_size,
+        low_res,
+        shuffle,
+        repeat,
+        flip,
+        crop,
+        drop_remainder,
+        shard,
+        seed,
+        10_000 if shuffle_buffer is None else shuffle_buffer,
+    )
+
+
+def _tf_stage_dataset(
+    source,
+    resolution,
+    batch_size,
+    low_res,
+    shuffle,
+    repeat,
+    flip,
+    crop,
+    drop_remainder,
+    shard,
+    seed,
+    shuffle_buffer,
+):
+    """The tf.data pipeline: shard, preprocess, shuffle, repeat, batch."""
+    from keras_cdm.data.sources import _tensorflow
+
+    tf = _tensorflow("The tf.data pipeline")
+    factor = None if low_res is None else resolution // low_res
 
     def prep(image, label):
         image = preprocess_image(image, resolution, crop, flip, seed)
-        return example(image, tf.cast(label, tf.int32))
+        label = tf.cast(label, tf.int32)
+        if factor is None:
+            return image, label
+        return {"high_res": image, "low_res": area_downsample_tf(image, factor)}, label
 
     ds = _sharded(source, shard, batch_size, drop_remainder, repeat).map(
         prep, num_parallel_calls=tf.data.AUTOTUNE
     )
-    return _finish(ds, batch_size, shuffle, repeat, seed, shard, shuffle_buffer, drop_remainder)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def base_dataset(source, resolution, batch_size, **options):
@@ -165,8 +229,16 @@ def base_dataset(source, resolution, batch_size, **options):
             or `"random"` square crop); `allow_upsampling` (a resolution
             above the source's, default `False`); `drop_remainder` (fixed
             batch shapes for compiled steps, default `True`); `shard`
-            (`(num_shards, index)` for multi-host input); `seed` (of
-            shuffling, crops and flips); `shuffle_buffer` (default 10,000).
+            (`(num_shards, index)`: this replica's part of each global
+            batch); `seed` (of shuffling, crops and flips; `None`: a fresh
+            one); `pipeline` (`"auto"`: native unless the source is a TFDS
+            stream, `"native"` or `"tf"`); `workers` (native: threads
+            preparing batches ahead, default `min(2, cpus)`);
+            `shuffle_buffer` (tf.data only, default 10,000; the native
+            pipeline shuffles the whole source).
+
+    Returns:
+        A `keras_cdm.data.StageDataset` (native) or a `tf.data.Dataset`.
 
     Example:
 
@@ -176,9 +248,7 @@ def base_dataset(source, resolution, batch_size, **options):
     >>> model.compile(optimizer="adam")
     >>> history = model.fit(ds, steps_per_epoch=2, verbose=0)
     """
-    return _stage_dataset(
-        source, resolution, batch_size, lambda image, label: (image, label), **options
-    )
+    return _stage_dataset(source, resolution, batch_size, **options)
 
 
 def super_res_dataset(source, low_res, high_res, batch_size, **options):
@@ -199,12 +269,7 @@ def super_res_dataset(source, low_res, high_res, batch_size, **options):
         raise ValueError(
             f"`low_res` must divide `high_res`. Received: low_res={low_res}, high_res={high_res}"
         )
-    factor = high_res // low_res
-
-    def example(hi, label):
-        return {"high_res": hi, "low_res": area_downsample_tf(hi, factor)}, label
-
-    return _stage_dataset(source, high_res, batch_size, example, **options)
+    return _stage_dataset(source, high_res, batch_size, low_res=low_res, **options)
 
 
 def save_batch_grid(dataset, path, num_batches=1, max_images=16):
@@ -213,7 +278,7 @@ def save_batch_grid(dataset, path, num_batches=1, max_images=16):
     from keras_cdm.utils.images import save_png
 
     rows = []
-    for x, _ in dataset.take(num_batches):
+    for x, _ in itertools.islice(iter(dataset), num_batches):
         if isinstance(x, dict):
             hi, lo = np.asarray(x["high_res"]), np.asarray(x["low_res"])
             for i in range(min(len(hi), max_images)):

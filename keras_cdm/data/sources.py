@@ -1,42 +1,109 @@
 """Where images come from: arrays, image folders, TFDS and the synthetic set.
 
-Every source yields a `tf.data.Dataset` of `(uint8 image HxWx3, int64 label)`
-plus the smallest image side it holds (for the upsampling check).
+Arrays, folders and the synthetic set are read by index (no TensorFlow
+needed): the native pipeline (`keras_cdm.data.StageDataset`) serves them on
+every backend. A TFDS source is a `tf.data` stream and needs TensorFlow.
 """
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
-@dataclass
 class ImageSource:
-    """A dataset of `(uint8 image, label)` pairs with what the pipeline needs.
+    """A set of `(uint8 RGB image, label)` pairs and what the pipeline needs.
 
     Attributes:
-        dataset: `tf.data.Dataset` of `(uint8 (h, w, 3), int64 ())`.
         num_classes: int.
         min_side: int or None. Smallest image side (None if unknown).
         size: int or None. Number of examples (None if unknown).
         class_names: list of str or None.
         skipped: list of unreadable files that were skipped.
+        images: uint8 array `(n, h, w, 3)` held in memory, or None.
+        paths: list of image files, or None.
+        labels: int64 array `(n,)`, or None for a stream-only source.
+        random_access: bool. Examples can be read by index (`read(i)`).
+        dataset: the source as a `tf.data.Dataset` of `(uint8 (h, w, 3),
+            int64 ())` (built on first use; needs TensorFlow).
+
+    Example:
+
+    >>> source = keras_cdm.data.from_arrays(np.zeros((4, 8, 8, 3), "uint8"), [0, 1, 0, 1])
+    >>> source.size, source.num_classes, source.read(1).shape
+    (4, 2, (8, 8, 3))
     """
 
-    dataset: object
-    num_classes: int
-    min_side: int = None
-    size: int = None
-    class_names: list = None
-    skipped: list = None
+    def __init__(
+        self,
+        num_classes,
+        min_side=None,
+        size=None,
+        class_names=None,
+        skipped=None,
+        images=None,
+        paths=None,
+        labels=None,
+        tf_dataset=None,
+    ):
+        self.num_classes = num_classes
+        self.min_side = min_side
+        self.size = size
+        self.class_names = class_names
+        self.skipped = skipped or []
+        self.images = images
+        self.paths = paths
+        self.labels = labels
+        self._tf_dataset = tf_dataset
+
+    @property
+    def random_access(self):
+        return self.labels is not None and (self.images is not None or self.paths is not None)
+
+    def read(self, index):
+        """The uint8 `(h, w, 3)` image at `index`."""
+        if self.images is not None:
+            return self.images[index]
+        if self.paths is not None:
+            return _read_rgb(self.paths[index])
+        raise TypeError("This source is a tf.data stream; it cannot be read by index.")
+
+    @property
+    def dataset(self):
+        if self._tf_dataset is None:
+            self._tf_dataset = self._make_tf_dataset()
+        return self._tf_dataset
+
+    def _make_tf_dataset(self):
+        tf = _tensorflow("pipeline='tf'")
+        labels = np.asarray(self.labels, np.int64)
+        if self.images is not None:
+            return tf.data.Dataset.from_tensor_slices((self.images, labels))
+
+        def load(path, label):
+            image = tf.numpy_function(lambda p: _read_rgb(p.decode()), [path], tf.uint8)
+            image.set_shape((None, None, 3))
+            return image, label
+
+        ds = tf.data.Dataset.from_tensor_slices((self.paths, labels))
+        return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _tensorflow(what):
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        raise ImportError(
+            f"{what} needs TensorFlow, which is not installed here ({e}). Install it with "
+            "`pip install keras-cdm[tensorflow]`, or use the native pipeline (the default "
+            "for arrays, image folders and the synthetic set)."
+        ) from e
+    return tf
 
 
 def from_arrays(images, labels, num_classes=None):
     """Source from uint8 images `(n, h, w, c)` (c = 1, 3 or 4) and int labels."""
-    import tensorflow as tf
-
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.dtype != np.uint8:
@@ -65,9 +132,14 @@ def from_arrays(images, labels, num_classes=None):
         raise ValueError(
             f"Labels must lie in [0, {num_classes}). Received: max label {labels.max()}"
         )
-    images = _to_rgb_array(images)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
-    return ImageSource(ds, num_classes, min(images.shape[1:3]), len(images))
+    images = np.ascontiguousarray(_to_rgb_array(images))
+    return ImageSource(
+        num_classes,
+        min(images.shape[1:3]),
+        len(images),
+        images=images,
+        labels=labels.astype(np.int64),
+    )
 
 
 def _to_rgb_array(images):
@@ -125,7 +197,6 @@ def from_image_folder(directory, skip_corrupt=False):
     PNG checksums, the end marker of JPEGs); a file that still fails to
     decode during training raises an error naming it.
     """
-    import tensorflow as tf
     from PIL import Image
 
     if not os.path.isdir(directory):
@@ -162,15 +233,15 @@ def from_image_folder(directory, skip_corrupt=False):
             labels.append(label)
     if not paths:
         raise ValueError(f"No readable images in {directory!r}.")
-
-    def load(path, label):
-        image = tf.numpy_function(lambda p: _read_rgb(p.decode()), [path], tf.uint8)
-        image.set_shape((None, None, 3))
-        return image, label
-
-    ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int64)))
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    return ImageSource(ds, len(class_names), min_side, len(paths), class_names, skipped)
+    return ImageSource(
+        len(class_names),
+        min_side,
+        len(paths),
+        class_names,
+        skipped,
+        paths=paths,
+        labels=np.asarray(labels, np.int64),
+    )
 
 
 def from_tfds(name, split="train", data_dir=None, download=True):
@@ -184,8 +255,9 @@ def from_tfds(name, split="train", data_dir=None, download=True):
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise ImportError(
-            f"from_tfds({name!r}) needs TensorFlow and tensorflow-datasets "
-            f"(pip install tensorflow-datasets): {e}"
+            f"from_tfds({name!r}) needs TensorFlow and tensorflow-datasets, which are not "
+            f"installed here ({e}). Install them with `pip install keras-cdm[tensorflow]`, "
+            "or pass an image folder (one sub-folder per class) instead."
         ) from e
     try:
         builder = tfds.builder(name, data_dir=data_dir)
@@ -227,7 +299,7 @@ def from_tfds(name, split="train", data_dir=None, download=True):
 
     ds = ds.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
     size = builder.info.splits[split].num_examples if split in builder.info.splits else None
-    return ImageSource(ds, num_classes, min_side, size)
+    return ImageSource(num_classes, min_side, size, tf_dataset=ds)
 
 
 def resolve_source(spec, data_dir=None, split="train", resolution=64, seed=0, num_images=2000):

@@ -206,6 +206,12 @@ class DiffusionModel(keras.Model):
         ('SuperResDiffusionModel', 'gaussian')
         """
         preset = get_preset(name)
+        if "network" in kwargs:
+            raise TypeError(
+                "from_preset builds the preset's network; pass changes to it as "
+                "`network_overrides={...}`. Received: network="
+                f"{type(kwargs['network']).__name__}"
+            )
         target = DiffusionModel._stage_classes[preset.model_class]
         if not issubclass(target, cls):
             raise ValueError(
@@ -493,14 +499,16 @@ class DiffusionModel(keras.Model):
                 )
 
     def _check_dataset_spec(self, dataset):
-        """Checks a `tf.data.Dataset`'s element spec (shapes, dtypes) up front."""
+        """Checks a dataset's element spec (shapes, dtypes) up front: a
+        `tf.data.Dataset` or any dataset with an `element_spec` of objects
+        with `shape` and `dtype` (`keras_cdm.data.StageDataset`)."""
         spec = getattr(dataset, "element_spec", None)
         if spec is None or not isinstance(spec, (tuple, dict)):
             return
 
         def dummy(s):
             shape = tuple(1 if d is None else d for d in s.shape)
-            return np.zeros(shape, dtype=s.dtype.as_numpy_dtype)
+            return np.zeros(shape, dtype=getattr(s.dtype, "as_numpy_dtype", s.dtype))
 
         if isinstance(spec, tuple):
             x = spec[0]
@@ -517,8 +525,14 @@ class DiffusionModel(keras.Model):
             self._check_batch_arrays(x, y)
 
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
-        """`keras.Model.fit`, with the input checks and `TrainingGuard` above."""
+        """`keras.Model.fit`, with the input checks and `TrainingGuard` above.
+
+        A `keras_cdm.data.StageDataset` shuffles itself (deterministically,
+        per seed), so Keras's own batch shuffling is off for it by default.
+        """
         self._check_inputs(x, y)
+        if isinstance(x, keras.utils.PyDataset) and hasattr(x, "element_spec") and not args:
+            kwargs.setdefault("shuffle", False)
         callbacks = list(callbacks or [])
         if not any(isinstance(c, training_guard.TrainingGuard) for c in callbacks):
             callbacks.insert(0, training_guard.TrainingGuard())
