@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import keras
@@ -7,6 +8,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BACKEND = keras.backend.backend()
+# A JAX- or PyTorch-only install (`.[jax]`, `.[torch]`) has no TensorFlow:
+# tests that spawn other backends use the installed ones.
+INSTALLED_BACKENDS = tuple(
+    b for b in ("jax", "tensorflow", "torch") if importlib.util.find_spec(b) is not None
+)
 
 
 @pytest.fixture(autouse=True)

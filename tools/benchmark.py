@@ -38,14 +38,18 @@ def _median(xs):
     return xs[len(xs) // 2]
 
 
-def build_stage(preset, torch_compile=False):
-    """A preset's compiled training model (`DiffusionModel` or `SuperResDiffusionModel`)."""
+def build_stage(preset, torch_compile=False, dtype_policy=None, network_overrides=None):
+    """A preset's compiled training model (`DiffusionModel` or
+    `SuperResDiffusionModel`), under `dtype_policy` (e.g. "mixed_bfloat16"),
+    with `network_overrides` to its network."""
     sys.path.insert(0, ROOT)
     import keras
 
     import keras_cdm
 
-    model = keras_cdm.DiffusionModel.from_preset(preset)
+    if dtype_policy:
+        keras.config.set_dtype_policy(dtype_policy)
+    model = keras_cdm.DiffusionModel.from_preset(preset, network_overrides=network_overrides)
     if torch_compile:
         import torch._dynamo
 
@@ -101,8 +105,8 @@ def time_forward(model, x, y, batch, reps):
     return times
 
 
-def measure(preset, batch, steps, torch_compile=False):
-    model = build_stage(preset, torch_compile)
+def measure(preset, batch, steps, torch_compile=False, dtype_policy=None, network_overrides=None):
+    model = build_stage(preset, torch_compile, dtype_policy, network_overrides)
     times, x, y = time_training(model, batch, steps + 2)
     train = batch / _median(times[2:])
     fwd = _median(time_forward(model, x, y, batch, steps + 2)[2:])
@@ -121,7 +125,7 @@ def measure(preset, batch, steps, torch_compile=False):
     per_step = (time.perf_counter() - t0) / n
     return {
         "params": model.network.count_params(),
-        "gflops": keras_cdm_flops(preset),
+        "gflops": keras_cdm_flops(preset, network_overrides),
         "train_img_s": train,
         "forward_img_s": batch / fwd,
         "sample_step_s": per_step,
@@ -131,6 +135,15 @@ def measure(preset, batch, steps, torch_compile=False):
 
 
 def _peak_memory_mb():
+    """Peak device memory (CUDA under torch, the GPU's peak under JAX), else
+    the process's max RSS."""
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            return stats["peak_bytes_in_use"] / 2**20
     try:
         import torch
 
@@ -143,13 +156,14 @@ def _peak_memory_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def diffusers_config(preset):
-    """`UNet2DModel` keyword arguments matching a keras_cdm preset's network."""
+def diffusers_config(preset, network_overrides=None):
+    """`UNet2DModel` keyword arguments matching a keras_cdm preset's network
+    (with `network_overrides`)."""
     sys.path.insert(0, ROOT)
     from keras_cdm.models.presets import get_preset
 
     preset = get_preset(preset)
-    net = preset.network
+    net = dict(preset.network, **(network_overrides or {}))
     size, base, mult = net["image_size"], net["base_channels"], net["channel_mult"]
     attn = set(net["attention_resolutions"])
     if net.get("head_channels"):
@@ -190,13 +204,16 @@ def _torch_flops(fn):
     return counter.get_total_flops()
 
 
-def diffusers_trainer(preset, batch, device="cpu"):
-    """diffusers' `UNet2DModel` for a preset, its EMA copy, a random batch
-    `(x, y)` and a plain PyTorch training step (Adam, epsilon MSE, EMA)."""
+def diffusers_trainer(preset, batch, device="cpu", size=None, bf16=False, network_overrides=None):
+    """diffusers' `UNet2DModel` for a preset (at `size` if given), its EMA
+    copy, a random batch `(x, y)` and a plain PyTorch training step (Adam,
+    epsilon MSE, EMA; under bf16 autocast if `bf16`)."""
     import torch
     from diffusers import UNet2DModel
 
-    cfg = diffusers_config(preset)
+    cfg = diffusers_config(preset, network_overrides)
+    if size:
+        cfg["sample_size"] = size
     model = UNet2DModel(**cfg).to(device)
     ema = UNet2DModel(**cfg).to(device).eval()
     ema.load_state_dict(model.state_dict())
@@ -214,8 +231,9 @@ def diffusers_trainer(preset, batch, device="cpu"):
         x0 = x[:, :3]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         inp = torch.cat([xt, x[:, 3:]], 1)
-        out = model(inp, t, class_labels=y).sample
-        loss = torch.mean((out[:, :3] - noise) ** 2)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            out = model(inp, t, class_labels=y).sample
+        loss = torch.mean((out[:, :3].float() - noise) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -226,12 +244,21 @@ def diffusers_trainer(preset, batch, device="cpu"):
     return model, ema, x, y, train_step
 
 
-def measure_diffusers(preset, batch, steps):
+def measure_diffusers(preset, batch, steps, bf16=False, network_overrides=None):
+    import contextlib
+
     import numpy as np
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, ema, x, y, train_step = diffusers_trainer(preset, batch, device)
+    model, ema, x, y, train_step = diffusers_trainer(
+        preset, batch, device, bf16=bf16, network_overrides=network_overrides
+    )
+    autocast = (
+        torch.autocast(device_type=device, dtype=torch.bfloat16)
+        if bf16
+        else contextlib.nullcontext()
+    )
     times = []
     for _ in range(steps + 2):
         t0 = time.perf_counter()
@@ -239,7 +266,7 @@ def measure_diffusers(preset, batch, steps):
         times.append(time.perf_counter() - t0)
     t = torch.full((batch,), 10, device=device)
     fwd_times = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         for _ in range(steps + 2):
             t0 = time.perf_counter()
             ema(x, t, class_labels=y).sample.cpu()
@@ -255,7 +282,7 @@ def measure_diffusers(preset, batch, steps):
     }
 
 
-def keras_cdm_flops(preset):
+def keras_cdm_flops(preset, network_overrides=None):
     """Forward FLOPs per image of a preset's network, counted under torch."""
     import keras
     import numpy as np
@@ -265,7 +292,7 @@ def keras_cdm_flops(preset):
 
     if keras.backend.backend() != "torch":
         return None
-    net = keras_cdm.DiffusionModel.from_preset(preset).network
+    net = keras_cdm.DiffusionModel.from_preset(preset, network_overrides=network_overrides).network
     sr = isinstance(net, keras_cdm.SuperResUNet)
     s = net.get_config()["image_size"]
     inputs = {"x_t": np.zeros((1, s, s, 3), "float32"), "t": np.array([10]), "labels": [0]}

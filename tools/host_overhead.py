@@ -1,0 +1,135 @@
+"""What the host costs per step: the ceiling on steps/s on any accelerator.
+
+    pip install diffusers   # for the diffusers row (benchmark-only dependency)
+    python tools/host_overhead.py --steps 100
+
+At batch 1 and 8x8 images the compute of `base16_tiny` is negligible, so the
+time of a step is Python, dispatch and framework overhead: what a GPU cannot
+speed up. Measured per framework, each in its own subprocess: one training
+step (`fit` on the native pipeline, compiled as the recipes compile: JAX
+`jit`, TF XLA, torch eager; the mean over `--steps` steps after a warm-up
+`fit`) and one sampling step (`model.sample` with `--steps` DDPM steps,
+after a warm-up call with the same settings, divided by the steps). The
+diffusers row is `UNet2DModel` at the same architecture with a plain PyTorch
+step (Adam, EMA) and a `DDPMScheduler` sampling loop. Prints a Markdown
+table with the resulting ceilings in steps/s; `--output` also writes JSON.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+PRESET, SIZE = "base16_tiny", 8
+
+
+def measure_keras_cdm(steps):
+    import keras
+    import numpy as np
+
+    import keras_cdm
+
+    model = keras_cdm.DiffusionModel.from_preset(PRESET, network_overrides={"image_size": SIZE})
+    jit = False if keras.backend.backend() == "torch" else "auto"  # as the recipes
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
+    source = keras_cdm.data.synthetic(num_images=64, resolution=SIZE)
+    ds = keras_cdm.data.base_dataset(source, SIZE, 1, seed=0)
+    model.fit(ds, steps_per_epoch=5, epochs=1, verbose=0)
+    t0 = time.perf_counter()
+    model.fit(ds.skip(5), steps_per_epoch=steps, epochs=1, verbose=0)
+    train = (time.perf_counter() - t0) / steps
+    labels = np.array([0])
+    model.sample(labels, seed=0, num_steps=steps)
+    t0 = time.perf_counter()
+    model.sample(labels, seed=1, num_steps=steps)
+    sample = (time.perf_counter() - t0) / steps
+    return {"train_ms": 1e3 * train, "sample_ms": 1e3 * sample}
+
+
+def measure_diffusers(steps):
+    import torch
+    from benchmark import diffusers_trainer
+    from diffusers import DDPMScheduler
+
+    model, ema, x, y, train_step = diffusers_trainer(PRESET, 1, size=SIZE)
+    for _ in range(5):
+        float(train_step())
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = train_step()
+    float(loss)
+    train = (time.perf_counter() - t0) / steps
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    scheduler.set_timesteps(steps)
+
+    def sample():
+        z = torch.randn((1, 3, SIZE, SIZE))
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                eps = ema(z, t, class_labels=y).sample[:, :3]
+                z = scheduler.step(eps, t, z).prev_sample
+        return z.numpy()
+
+    sample()
+    t0 = time.perf_counter()
+    sample()
+    return {"train_ms": 1e3 * train, "sample_ms": 1e3 * (time.perf_counter() - t0) / steps}
+
+
+FRAMEWORKS = ("jax", "tensorflow", "torch", "diffusers")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
+    p.add_argument("--output", default=None, help="also write the results as JSON")
+    p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error(f"--steps must be >= 1. Received: {args.steps}")
+    if args._child:
+        fn = measure_diffusers if args._child == "diffusers" else measure_keras_cdm
+        print("RESULT " + json.dumps(fn(args.steps)))
+        return
+    rows = {}
+    for fw in args.frameworks:
+        module = "diffusers" if fw == "diffusers" else fw
+        if importlib.util.find_spec(module) is None:
+            print(f"{fw}: not installed, skipped")
+            continue
+        env = dict(os.environ, KERAS_BACKEND="torch" if fw == "diffusers" else fw)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        proc = subprocess.run(
+            [sys.executable, __file__, "--steps", str(args.steps), "--_child", fw],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not line:
+            raise RuntimeError(f"{fw} failed:\n{proc.stderr[-3000:]}")
+        rows[fw] = json.loads(line[0][len("RESULT ") :])
+    print(f"\n{PRESET} at batch 1, {SIZE}x{SIZE}, {args.steps} steps each")
+    print("| framework | training step (ms) | ceiling (steps/s) | sampling step (ms) | ceiling |")
+    print("|---|---|---|---|---|")
+    for fw, r in rows.items():
+        name = "diffusers (PyTorch)" if fw == "diffusers" else f"keras_cdm, {fw}"
+        print(
+            f"| {name} | {r['train_ms']:.1f} | {1e3 / r['train_ms']:.0f} "
+            f"| {r['sample_ms']:.1f} | {1e3 / r['sample_ms']:.0f} |"
+        )
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
