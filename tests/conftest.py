@@ -8,6 +8,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BACKEND = keras.backend.backend()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A JAX- or PyTorch-only install (`.[jax]`, `.[torch]`) has no TensorFlow:
 # tests that spawn other backends use the installed ones.
 INSTALLED_BACKENDS = tuple(
@@ -39,3 +40,11 @@ def micro_network_config(**overrides):
 
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def no_tensorflow_env(**extra):
+    """An environment whose Python processes (and their children) cannot
+    import TensorFlow: `tests/no_tensorflow/sitecustomize.py` is on the
+    PYTHONPATH, before the repository root."""
+    hider = os.path.join(ROOT, "tests", "no_tensorflow")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([hider, ROOT]), **extra)

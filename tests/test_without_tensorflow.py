@@ -1,41 +1,21 @@
 """JAX and PyTorch users need no TensorFlow: the core path runs in a process
-where `import tensorflow` fails (the test's import blocker), on this pass's
-backend."""
+where `import tensorflow` fails (`tests/no_tensorflow/sitecustomize.py`), on
+this pass's backend."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 from conftest import BACKEND
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+from conftest import no_tensorflow_env
 
 SCRIPT = r"""
-import importlib.abc
 import os
 import sys
 
+# tests/no_tensorflow/sitecustomize.py (on PYTHONPATH) hides TensorFlow.
 BLOCKED = ("tensorflow", "tensorflow_datasets", "tf_keras")
-
-
-class Hidden(importlib.abc.MetaPathFinder):
-    # Wraps a finder so that TensorFlow looks uninstalled: `import` raises
-    # ModuleNotFoundError and `importlib.util.find_spec` returns None.
-
-    def __init__(self, finder):
-        self.finder = finder
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            return None
-        return self.finder.find_spec(name, path, target)
-
-    def __getattr__(self, attr):
-        return getattr(self.finder, attr)
-
-
-sys.meta_path[:] = [Hidden(f) for f in sys.meta_path]
 try:
     import tensorflow  # noqa: F401
 except ModuleNotFoundError:
@@ -72,10 +52,11 @@ np.testing.assert_allclose(again.sample(np.array([0, 1]), seed=0, num_steps=3), 
 sr_source = keras_cdm.data.synthetic(num_images=8, resolution=32)
 sr = keras_cdm.data.super_res_dataset(sr_source, 16, 32, 2, seed=0)
 assert sr[0][0]["low_res"].shape == (2, 16, 16, 3)
-import common
+if sys.argv[3] == "torch":  # the recipe code is backend-agnostic; JAX compiles it for a minute
+    import common
 
-common.main("base16", ["--smoke", "--output_dir", os.path.join(out, "run"),
-                       "--network", '{"base_channels": 8, "norm_groups": 4}'])
+    common.main("base16", ["--smoke", "--output_dir", os.path.join(out, "run"),
+                           "--network", '{"base_channels": 8, "norm_groups": 4}'])
 
 # what needs TensorFlow says which extra to install
 for call in (lambda: keras_cdm.data.from_tfds("cifar10"),
@@ -95,9 +76,9 @@ print("TF-FREE OK")
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(BACKEND == "tensorflow", reason="the TensorFlow backend needs TensorFlow")
 def test_core_path_without_tensorflow(tmp_path):
-    env = dict(os.environ, KERAS_BACKEND=BACKEND, PYTHONPATH=ROOT)
+    env = no_tensorflow_env(KERAS_BACKEND=BACKEND)
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, ROOT, str(tmp_path)],
+        [sys.executable, "-c", SCRIPT, ROOT, str(tmp_path), BACKEND],
         env=env,
         capture_output=True,
         text=True,

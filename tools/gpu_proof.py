@@ -101,30 +101,61 @@ def pack_jpegs(folder, limit_per_class=None):
     return data, offsets, np.asarray(labels, np.int64)
 
 
-def unpack_jpegs(data, offsets):
+def pack(folder, output, train_per_class):
+    """Packs `folder/train` (the first `train_per_class` files of each class)
+    and all of `folder/test` as JPEG bytes into one `.npz`; prints its size."""
+    import numpy as np
+
+    for split in ("train", "test"):
+        if not os.path.isdir(os.path.join(folder, split)):
+            raise SystemExit(f"--pack {folder!r}: no {split}/ folder (one sub-folder per class)")
+    train = pack_jpegs(os.path.join(folder, "train"), train_per_class)
+    test = pack_jpegs(os.path.join(folder, "test"))
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    np.savez(
+        output,
+        train_bytes=train[0],
+        train_offsets=train[1],
+        train_labels=train[2],
+        test_bytes=test[0],
+        test_offsets=test[1],
+        test_labels=test[2],
+    )
+    size = os.path.getsize(output) / 2**20
+    print(f"packed {len(train[2])} train and {len(test[2])} test images: {output} ({size:.1f} MiB)")
+    return output
+
+
+def unpack_jpegs(data, offsets, indices=None):
+    """Decoded uint8 images (of `indices`, default all) from packed JPEG bytes."""
     import io
 
     import numpy as np
     from PIL import Image
 
+    indices = range(len(offsets) - 1) if indices is None else indices
     out = []
-    for a, b in zip(offsets[:-1], offsets[1:]):
-        with Image.open(io.BytesIO(data[a:b].tobytes())) as im:
+    for i in indices:
+        with Image.open(io.BytesIO(data[offsets[i] : offsets[i + 1]].tobytes())) as im:
             out.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
     return np.stack(out)
 
 
 def load_data(path, dry_run):
-    """Train and test images (uint8, 32x32) and labels."""
+    """Train and test images (uint8, 32x32), labels, and a note on the source."""
     import numpy as np
 
     if path:
         with np.load(path) as f:
-            train = unpack_jpegs(f["train_bytes"], f["train_offsets"]), f["train_labels"]
-            test = unpack_jpegs(f["test_bytes"], f["test_offsets"]), f["test_labels"]
-        if dry_run:
-            train = train[0][:400], train[1][:400]
-            test = test[0][:100], test[1][:100]
+            splits = []
+            for split, dry in (("train", 400), ("test", 100)):
+                labels = f[f"{split}_labels"]
+                # The packed splits are sorted by class: a dry run takes every k-th.
+                n = min(dry, len(labels))
+                idx = np.linspace(0, len(labels) - 1, n).astype(int) if dry_run else None
+                images = unpack_jpegs(f[f"{split}_bytes"], f[f"{split}_offsets"], idx)
+                splits.append((images, labels if idx is None else labels[idx]))
+        train, test = splits
         return train, test, f"{path} ({len(train[0])} train, {len(test[0])} test images)"
     from keras_cdm.data import synthetic_shapes
 
@@ -360,7 +391,7 @@ def device_info():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="output folder (5 files)")
+    p.add_argument("--out", default=None, help="output folder (5 files)")
     p.add_argument(
         "--minutes", type=float, default=None, help="the whole run's time (8; dry run: at most 2)"
     )
@@ -371,10 +402,19 @@ def main(argv=None):
     p.add_argument("--bench_share", type=float, default=0.4, help="share of time for speed")
     p.add_argument("--aug_level", type=int, default=125, help="s of the Gaussian arm (of 1000)")
     p.add_argument("--peak_tflops", type=float, default=None, help="bf16 peak; default by name")
+    p.add_argument(
+        "--pack", default=None, help="pack this CIFAR-10 folder (train/, test/) and exit"
+    )
+    p.add_argument("--pack_out", default="gpu_bundle/cifar10.npz")
+    p.add_argument("--train_per_class", type=int, default=4000)
     p.add_argument("--_phase", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_fw", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_deadline", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.pack:
+        return pack(args.pack, args.pack_out, args.train_per_class)
+    if not args.out:
+        p.error("--out is required (the folder for the proof's files)")
     if args.minutes is None:
         args.minutes = 2.0 if args.dry_run else 8.0  # a dry run takes < 1 min of it
     if not args.minutes > 0:

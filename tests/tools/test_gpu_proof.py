@@ -1,0 +1,90 @@
+"""`tools/gpu_proof.py --dry_run`: the GPU proof's code, at tiny sizes on the
+CPU, without TensorFlow; and the data bundle it reads."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import BACKEND
+from conftest import ROOT
+from conftest import no_tensorflow_env
+from PIL import Image
+
+PROOF = os.path.join(ROOT, "tools", "gpu_proof.py")
+pytestmark = [
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(BACKEND == "tensorflow", reason="the proof runs JAX and PyTorch"),
+]
+
+
+def _cifar_like(root, per_class=3):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(10):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(d / f"{i:04d}.jpg", quality=90)
+
+
+def test_dry_run_without_tensorflow(tmp_path):
+    """This pass's backend runs the speed phase and the whole ablation
+    (torch also reads a packed data bundle), in a process that cannot import
+    TensorFlow; the files and figures the GPU run will report come out."""
+    argv = ["--dry_run", "--out", str(tmp_path / "out")]
+    argv += ["--frameworks", BACKEND, "--ablation_backend", BACKEND, "--minutes", "3"]
+    if BACKEND == "torch":
+        _cifar_like(tmp_path / "cifar")
+        bundle = tmp_path / "cifar.npz"
+        packed = subprocess.run(
+            [sys.executable, PROOF, "--pack", str(tmp_path / "cifar"), "--pack_out", str(bundle)],
+            env=no_tensorflow_env(),
+            capture_output=True,
+            text=True,
+        )
+        assert packed.returncode == 0, packed.stderr[-3000:]
+        assert "packed 30 train and 30 test images" in packed.stdout
+        with np.load(bundle) as f:
+            assert f["train_offsets"][-1] == len(f["train_bytes"])
+            assert np.bincount(f["train_labels"]).tolist() == [3] * 10
+        argv += ["--data", str(bundle)]
+    proc = subprocess.run(
+        [sys.executable, PROOF, *argv],
+        env=no_tensorflow_env(KERAS_BACKEND=BACKEND),
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "out"
+    files = sorted(os.listdir(out))
+    assert files == ["ablation.csv", "bench.csv", "grid.png", "log.txt", "proof.json"]
+    proof = json.load(open(out / "proof.json"))
+    bench = proof["bench"][BACKEND]
+    assert "error" not in bench, bench
+    assert bench["train_img_s"] > 0 and bench["forward_img_s"] > 0 and bench["overhead"] > 0
+    ablation = proof["ablation"]
+    assert "error" not in ablation, ablation
+    arms = ablation["results"]["arms"]
+    assert len(arms) == 3 and all(np.isfinite(a["fid"]) for a in arms.values())
+    assert all(ablation[f"train_{k}"]["steps"] > 0 for k in ("base16", "sr_noaug", "base32"))
+    if BACKEND == "torch":
+        assert "(400 train" not in ablation["setup"]["data"]  # the 30-image bundle was read
+        assert "cifar.npz (30 train, 30 test images)" in ablation["setup"]["data"]
+
+
+def test_bad_flags_are_refused(tmp_path):
+    for argv, message in (
+        (["--dry_run"], "--out is required"),
+        (["--out", str(tmp_path), "--minutes", "0"], "--minutes must be > 0"),
+        (["--out", str(tmp_path), "--data", str(tmp_path / "none.npz")], "file not found"),
+        (["--out", str(tmp_path), "--frameworks", "mxnet"], "unknown"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, PROOF, *argv], capture_output=True, text=True, env=no_tensorflow_env()
+        )
+        assert proc.returncode != 0 and message in proc.stderr, (argv, proc.stderr[-1000:])
