@@ -557,6 +557,24 @@ class DiffusionModel(keras.Model):
         finally:
             self.seed_generator.state.assign(training_state)
 
+    def predict(self, x, *args, **kwargs):
+        """The network's output (ε, or v, and the variance channels) for a
+        dict of network inputs (`"x_t"`, `"t"`, `"labels"`; an SR stage also
+        `"low_res"` and `"aug_level"`), as `keras.Model.predict`.
+
+        Images are made by `sample`; a batch of images or a dataset is
+        refused with an error that says so, instead of being returned
+        unchanged.
+        """
+        if not (isinstance(x, dict) and "x_t" in x):
+            raise ValueError(
+                f"{type(self).__name__}.predict runs the denoising network and takes a dict "
+                'of network inputs {"x_t", "t", "labels", ...}. To generate images use '
+                "model.sample(labels, seed=..., num_steps=...) (or keras_cdm.CascadeSampler). "
+                f"Received: {type(x).__name__}"
+            )
+        return super().predict(x, *args, **kwargs)
+
     def reset_ema(self):
         """Copies the raw weights into the EMA network."""
         for ema_var, var in zip(self.ema_network.weights, self.network.weights):

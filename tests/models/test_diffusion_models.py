@@ -331,3 +331,14 @@ def test_variational_bound_in_bits_per_dim():
     assert bpd.shape == (2,) and np.all(np.isfinite(bpd)) and np.all(bpd > 0)
     sr = make_sr()
     assert np.all(np.isfinite(sr.compute_bpd(x[:, :, :, :], y)))
+
+
+def test_predict_runs_the_network_or_refuses():
+    keras.utils.set_random_seed(0)
+    model = make_base()
+    x, y = batch(n=2)
+    inputs = {"x_t": x, "t": np.array([3, 7], "int32"), "labels": y}
+    out = model.predict(inputs, verbose=0)
+    np.testing.assert_allclose(out, to_numpy(model.network(inputs)), atol=1e-5)
+    with pytest.raises(ValueError, match=r"predict runs the denoising network.*model\.sample"):
+        model.predict(x, verbose=0)
