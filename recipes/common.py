@@ -146,8 +146,8 @@ def add_sampling_flags(p):
         "--sampler",
         nargs="+",
         default=["ddpm"],
-        choices=["ddpm", "ddim"],
-        help="one for all stages or one per stage",
+        choices=list(keras_cdm.models.reverse_process.SAMPLERS),
+        help="ddpm, ddim or dpm++2m (DPM-Solver++(2M)): one for all stages or one per stage",
     )
     p.add_argument(
         "--guidance_scale",

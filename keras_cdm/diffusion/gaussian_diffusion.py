@@ -145,6 +145,28 @@ class GaussianDiffusion:
         # ᾱ indexed by the conditioning-augmentation level s in {0, ..., T}
         # (paper's 1-indexed convention): s = 0 is the clean image.
         self.aug_alphas_cumprod = np.append(1.0, self.alphas_cumprod)
+        self._set_dpm_solver_tables()
+
+    def _set_dpm_solver_tables(self):
+        """Coefficients of DPM-Solver++(2M) from step t to t - 1 (Lu et al.
+        2022, arXiv:2211.01095, Algorithm 2), with α = sqrt(ᾱ), σ =
+        sqrt(1 - ᾱ), λ = log(α / σ) and h = λ_{t-1} - λ_t:
+        x_{t-1} = (σ_{t-1} / σ_t) x_t + α_{t-1} (1 - e^{-h}) D_t,
+        D_t = x0_t + (x0_t - x0_{t+1}) / (2 r_t),  r_t = (λ_t - λ_{t+1}) / h.
+        The last step (to ᾱ = 1, σ = 0) is first order, as diffusers'
+        `final_sigmas_type="zero"`: there e^{-h} = 0 and x_{-1} = x0_0."""
+        alpha, sigma = np.sqrt(self.alphas_cumprod), np.sqrt(1.0 - self.alphas_cumprod)
+        alpha_prev = np.sqrt(self.alphas_cumprod_prev)
+        sigma_prev = np.sqrt(1.0 - self.alphas_cumprod_prev)
+        exp_neg_h = alpha * sigma_prev / (sigma * alpha_prev)  # e^{λ_t - λ_{t-1}}
+        self.dpm_coef_x = sigma_prev / sigma
+        self.dpm_coef_d = alpha_prev * (1.0 - exp_neg_h)
+        lam = np.log(alpha) - np.log(sigma)
+        with np.errstate(divide="ignore"):
+            h = -np.log(exp_neg_h)  # inf at the last step
+        h_last = np.append(lam[:-1] - lam[1:], np.nan)  # λ_t - λ_{t+1}
+        inv_2r = np.where(np.isfinite(h) & np.isfinite(h_last), h / (2.0 * h_last), 0.0)
+        self.dpm_half_inv_r = np.nan_to_num(inv_2r)
 
     # ------------------------------------------------------------------
     # Configuration and respacing
@@ -403,6 +425,26 @@ class GaussianDiffusion:
         )
         nonzero = ops.cast(ops.reshape(t, (-1, 1, 1, 1)) > 0, "float32")
         return mean + nonzero * sigma * noise, out["pred_x0"]
+
+    def dpm_solver_2m_step(self, model_output, x_t, t, prev_x0, second_order, clip_denoised=True):
+        """One DPM-Solver++(2M) step x_t → x_{t-1} (deterministic, multistep).
+
+        Args:
+            prev_x0: the x0 prediction of the step before (at t + 1).
+            second_order: float 0 or 1. `0` for the first step, which has
+                no previous prediction (a DDIM step then).
+
+        Returns:
+            `(x_prev, pred_x0)`.
+        """
+        out = self.p_mean_variance(model_output, x_t, t, clip_denoised)
+        x_t = ops.cast(x_t, "float32")
+        x0 = out["pred_x0"]
+        half_inv_r = self._extract(self.dpm_half_inv_r, t, x_t)
+        d = x0 + ops.cast(second_order, "float32") * half_inv_r * (x0 - prev_x0)
+        coef_x = self._extract(self.dpm_coef_x, t, x_t)
+        coef_d = self._extract(self.dpm_coef_d, t, x_t)
+        return coef_x * x_t + coef_d * d, x0
 
     # ------------------------------------------------------------------
     # Losses
