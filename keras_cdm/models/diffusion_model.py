@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import keras
@@ -186,15 +187,21 @@ class DiffusionModel(keras.Model):
         }
 
     @classmethod
-    def from_preset(cls, name, network_overrides=None, **kwargs):
-        """Builds the stage of a named preset (see `keras_cdm.presets`).
+    def from_preset(cls, name, network_overrides=None, safe_mode=True, **kwargs):
+        """Builds the stage of a named preset (see `keras_cdm.presets`), or
+        loads a preset directory written by `save_to_preset`.
 
         Called on `DiffusionModel`, it returns the preset's own class (a
-        `SuperResDiffusionModel` for an SR preset).
+        `SuperResDiffusionModel` for an SR preset). A named preset is an
+        untrained architecture; a directory holds trained weights.
 
         Args:
-            name: str. Preset name, e.g. `"base32"` or `"sr16to32_tiny"`.
-            network_overrides: dict. Changes to the network config.
+            name: str. Preset name, e.g. `"base32"` or `"sr16to32_tiny"`, or
+                a preset directory.
+            network_overrides: dict. Changes to the network config (named
+                presets only).
+            safe_mode: bool. Directories: refuse configs that would run
+                code when loaded (Keras `safe_mode`). Defaults to `True`.
             **kwargs: model arguments, over the preset's (e.g. its
                 augmentation and EMA decay); `diffusion` may be a dict of
                 changes to the preset's diffusion config.
@@ -204,7 +211,24 @@ class DiffusionModel(keras.Model):
         >>> sr = keras_cdm.DiffusionModel.from_preset("sr16to32_tiny")
         >>> type(sr).__name__, sr.augmentation
         ('SuperResDiffusionModel', 'gaussian')
+        >>> path = sr.save_to_preset("sr_preset")
+        >>> keras_cdm.DiffusionModel.from_preset("sr_preset").low_res_size
+        16
         """
+        from keras_cdm.models import preset_directory
+
+        if preset_directory.is_preset_directory(name):
+            if network_overrides or kwargs:
+                raise ValueError(
+                    f"A preset directory ({name!r}) is loaded as saved. Received changes: "
+                    f"{sorted(kwargs) + (['network_overrides'] if network_overrides else [])}"
+                )
+            return preset_directory.load_from_preset(name, cls, safe_mode=safe_mode)
+        if isinstance(name, str) and os.path.isdir(name):
+            raise ValueError(
+                f"{name!r} is a folder but not a preset directory: it has no "
+                f"{preset_directory.CONFIG_FILE} (write one with model.save_to_preset)."
+            )
         preset = get_preset(name)
         if "network" in kwargs:
             raise TypeError(
@@ -221,6 +245,16 @@ class DiffusionModel(keras.Model):
         network = target.network_class.from_preset(preset.architecture, **(network_overrides or {}))
         diffusion = dict(preset.diffusion, **(kwargs.pop("diffusion", None) or {}))
         return target(network, diffusion=diffusion, **dict(preset.model_kwargs, **kwargs))
+
+    def save_to_preset(self, directory):
+        """Writes this stage as a preset directory (KerasHub's convention):
+        `config.json` (stage config, keras_cdm and Keras versions) and
+        `model.weights.h5` (raw and EMA weights, EMA counters, RNG state; no
+        optimizer). `DiffusionModel.from_preset(directory)` loads it on any
+        backend. Returns `directory`."""
+        from keras_cdm.models import preset_directory
+
+        return preset_directory.save_to_preset(self, directory)
 
     def get_config(self):
         return {

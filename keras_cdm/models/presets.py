@@ -144,7 +144,8 @@ def get_preset(name):
     """The `StagePreset` called `name` (a copy)."""
     if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(
-            f"Unknown preset. Expected one of {sorted(PRESETS)}. Received: name={name!r}"
+            f"Unknown preset. Expected a preset name, one of {sorted(PRESETS)}, or a preset "
+            f"directory written by model.save_to_preset(dir). Received: name={name!r}"
         )
     return copy.deepcopy(PRESETS[name])
 

@@ -26,12 +26,18 @@ def _per_stage(name, value, n):
 
 
 def _load_stage(stage):
+    """A stage from a model, a `.keras` file, a preset directory or a preset
+    name (an untrained architecture)."""
     if isinstance(stage, (str, os.PathLike)):
-        stage = load_stage(stage, compile=False)
+        path = os.fspath(stage)
+        if os.path.isdir(path) or (isinstance(stage, str) and not path.endswith(".keras")):
+            stage = DiffusionModel.from_preset(path)
+        else:
+            stage = load_stage(path, compile=False)
     if not isinstance(stage, DiffusionModel):
         raise ValueError(
-            "Each stage must be a keras_cdm DiffusionModel or SuperResDiffusionModel "
-            f"(or a .keras path to one). Received: {type(stage).__name__}"
+            "Each stage must be a keras_cdm DiffusionModel or SuperResDiffusionModel, a .keras "
+            f"file, a preset directory or a preset name. Received: {type(stage).__name__}"
         )
     return stage
 
@@ -41,7 +47,8 @@ class CascadeSampler:
 
     Args:
         stages: list of stages (a `keras_cdm.DiffusionModel` then one or more
-            `keras_cdm.SuperResDiffusionModel`), or `.keras` paths to them.
+            `keras_cdm.SuperResDiffusionModel`), `.keras` paths to them,
+            preset directories (`model.save_to_preset`) or preset names.
         aug_levels: int or list with one level `s` per SR stage (paper's
             1-indexed levels; `0` = clean conditioning). Defaults to `0`.
         mode: str. `"truncated"`: the stage below stops its reverse process at

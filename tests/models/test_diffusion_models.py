@@ -11,6 +11,7 @@ from conftest import micro_network_config
 from conftest import to_numpy
 from keras import ops
 
+import keras_cdm
 from keras_cdm import DiffusionModel
 from keras_cdm import GaussianDiffusion
 from keras_cdm import SuperResDiffusionModel
@@ -342,3 +343,48 @@ def test_predict_runs_the_network_or_refuses():
     np.testing.assert_allclose(out, to_numpy(model.network(inputs)), atol=1e-5)
     with pytest.raises(ValueError, match=r"predict runs the denoising network.*model\.sample"):
         model.predict(x, verbose=0)
+
+
+def test_preset_directory_round_trip_and_safe_mode(tmp_path):
+    import json
+
+    keras.utils.set_random_seed(0)
+    sr = keras_cdm.DiffusionModel.from_preset(
+        "sr16to32_tiny", network_overrides={"base_channels": 8, "norm_groups": 4}
+    )
+    for w in sr.network.weights[:3]:  # weights that differ from a fresh init
+        w.assign(w.value + 0.5)
+    folder = str(tmp_path / "sr")
+    assert sr.save_to_preset(folder) == folder
+    assert sorted(os.listdir(folder)) == ["config.json", "model.weights.h5"]
+    config = json.load(open(os.path.join(folder, "config.json")))
+    assert config["keras_cdm_version"] == keras_cdm.__version__
+    again = keras_cdm.DiffusionModel.from_preset(folder)
+    assert isinstance(again, keras_cdm.SuperResDiffusionModel) and again.augmentation == "gaussian"
+    for a, b in zip(sr.weights, again.weights):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    lo = np.zeros((2, 16, 16, 3), "float32")
+    np.testing.assert_allclose(
+        again.sample(lo, [0, 1], seed=0, num_steps=2),
+        sr.sample(lo, [0, 1], seed=0, num_steps=2),
+        atol=1e-5,
+    )
+    cascade = keras_cdm.CascadeSampler(["base16_tiny", folder], num_steps=2)
+    assert cascade.stages[1].low_res_size == 16
+    with pytest.raises(ValueError, match="loaded as saved"):
+        keras_cdm.DiffusionModel.from_preset(folder, ema_decay=0.9)
+    with pytest.raises(ValueError, match="not a preset directory"):
+        keras_cdm.DiffusionModel.from_preset(str(tmp_path))
+    # A config that would run code when loaded is refused in safe mode.
+    unsafe = dict(config)
+    lam = keras.saving.serialize_keras_object(keras.layers.Lambda(lambda x: x * 2))
+    unsafe["stage"] = json.loads(json.dumps(config["stage"]))
+    unsafe["stage"]["config"]["network"] = lam
+    json.dump(unsafe, open(os.path.join(folder, "config.json"), "w"))
+    with pytest.raises(ValueError, match="(?s)Could not build the stage.*safe_mode"):
+        keras_cdm.DiffusionModel.from_preset(folder)
+    # Something that is not a keras_cdm stage is refused before it is built.
+    other = dict(config, stage={"registered_name": "keras>Sequential", "config": {}})
+    json.dump(other, open(os.path.join(folder, "config.json"), "w"))
+    with pytest.raises(ValueError, match="does not describe a keras_cdm stage"):
+        keras_cdm.DiffusionModel.from_preset(folder)
