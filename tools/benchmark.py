@@ -283,15 +283,17 @@ def measure_diffusers(preset, batch, steps, bf16=False, network_overrides=None):
 
 
 def keras_cdm_flops(preset, network_overrides=None):
-    """Forward FLOPs per image of a preset's network, counted under torch."""
+    """Forward FLOPs per image of a preset's network, counted under torch
+    (None under another backend, which may run without torch installed)."""
     import keras
+
+    if keras.backend.backend() != "torch":
+        return None
     import numpy as np
     import torch
 
     import keras_cdm
 
-    if keras.backend.backend() != "torch":
-        return None
     net = keras_cdm.DiffusionModel.from_preset(preset, network_overrides=network_overrides).network
     sr = isinstance(net, keras_cdm.SuperResUNet)
     s = net.get_config()["image_size"]
