@@ -140,60 +140,36 @@ def _stage_dataset(
             raise ValueError(f"`shard` must be (num_shards, index < num_shards). Received: {shard}")
     if pipeline == "auto":
         pipeline = "native" if source.random_access else "tf"
+    options = dict(
+        low_res=low_res,
+        shuffle=shuffle,
+        repeat=repeat,
+        flip=flip,
+        crop=crop,
+        drop_remainder=drop_remainder,
+        shard=shard,
+        seed=seed,
+    )
     if pipeline == "native":
         if shuffle_buffer is not None:
             raise ValueError(
                 "`shuffle_buffer` applies to pipeline='tf' only: the native pipeline "
                 "shuffles the whole source each epoch."
             )
-        return StageDataset(
-            source,
-            resolution,
-            batch_size,
-            low_res=low_res,
-            shuffle=shuffle,
-            repeat=repeat,
-            flip=flip,
-            crop=crop,
-            drop_remainder=drop_remainder,
-            shard=shard,
-            seed=seed,
-            workers=workers,
-        )
+        return StageDataset(source, resolution, batch_size, workers=workers, **options)
     if workers is not None:
         raise ValueError("`workers` applies to the native pipeline only (tf.data autotunes).")
-    return _tf_stage_dataset(
-        source,
-        resolution,
-        batch_size,
-        low_res,
-        shuffle,
-        repeat,
-        flip,
-        crop,
-        drop_remainder,
-        shard,
-        seed,
-        10_000 if shuffle_buffer is None else shuffle_buffer,
-    )
+    buffer = 10_000 if shuffle_buffer is None else shuffle_buffer
+    return _tf_stage_dataset(source, resolution, batch_size, shuffle_buffer=buffer, **options)
 
 
-def _tf_stage_dataset(
-    source,
-    resolution,
-    batch_size,
-    low_res,
-    shuffle,
-    repeat,
-    flip,
-    crop,
-    drop_remainder,
-    shard,
-    seed,
-    shuffle_buffer,
-):
+def _tf_stage_dataset(source, resolution, batch_size, *, shuffle_buffer, **options):
     """The tf.data pipeline: shard, preprocess, shuffle, repeat, batch."""
     from keras_cdm.data.sources import _tensorflow
+
+    low_res, crop, flip, seed = (options[k] for k in ("low_res", "crop", "flip", "seed"))
+    shuffle, repeat, shard = options["shuffle"], options["repeat"], options["shard"]
+    drop_remainder = options["drop_remainder"]
 
     tf = _tensorflow("The tf.data pipeline")
     factor = None if low_res is None else resolution // low_res
