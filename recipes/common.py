@@ -72,7 +72,14 @@ def parse_args(stage, argv=None):
     p.add_argument(
         "--dataset",
         default="synthetic",
-        help="'synthetic', an image folder (one sub-folder per class), or a TFDS name",
+        help="'synthetic', an image folder (one sub-folder per class; a folder of images "
+        "alone trains an unconditional stage), or a TFDS name",
+    )
+    p.add_argument(
+        "--unconditional",
+        action="store_true",
+        help="train without classes (num_classes=0) even on labelled data; inferred for a "
+        "folder of images without class sub-folders",
     )
     p.add_argument("--data_dir", default=None, help="TFDS data_dir")
     p.add_argument("--num_synthetic", type=POSITIVE_INT, default=2000, help="synthetic set size")
@@ -294,9 +301,11 @@ def check_run_record(record, saved, output_dir):
             )
 
 
-def build_dataset(model, args, batch, shard=None):
-    sr = isinstance(model, keras_cdm.SuperResDiffusionModel)
-    size = model.image_size
+def open_source(stage, preset, args):
+    """The training data; makes the stage unconditional (network
+    num_classes=0 in `args.network`) when asked to or when the data has no
+    classes, and says so."""
+    size = dict(get_preset(preset).network, **(args.network or {}))["image_size"]
     source = keras_cdm.data.resolve_source(
         args.dataset,
         data_dir=args.data_dir,
@@ -304,6 +313,30 @@ def build_dataset(model, args, batch, shard=None):
         seed=args.seed,
         num_images=min(args.num_synthetic, 16) if args.smoke else args.num_synthetic,
     )
+    unlabelled = source.num_classes == 0
+    if args.unconditional or unlabelled or (args.network or {}).get("num_classes") == 0:
+        why = (
+            "--unconditional"
+            if args.unconditional
+            else f"--dataset {args.dataset!r} has no class sub-folders"
+            if unlabelled
+            else "--network num_classes=0"
+        )
+        if args.label_dropout:
+            raise ValueError(
+                f"--label_dropout {args.label_dropout}: an unconditional stage ({why}) has no "
+                "labels to drop."
+            )
+        print(f"[keras_cdm] {stage}: unconditional stage ({why})")
+        args.network = dict(args.network or {}, num_classes=0)
+        if not unlabelled:
+            source = source.without_labels()
+    return source
+
+
+def build_dataset(model, args, batch, shard=None, source=None):
+    sr = isinstance(model, keras_cdm.SuperResDiffusionModel)
+    size = model.image_size
     if source.num_classes > model.num_classes:
         raise ValueError(
             f"--dataset {args.dataset!r} has {source.num_classes} classes but the stage has "
@@ -384,15 +417,19 @@ class StopAtStep(keras.callbacks.Callback):
 
 
 def write_sample_grid(model, path, num_classes, per_class=4, num_steps=50):
+    """A grid of samples: a row per class (an unconditional stage: rows of
+    `per_class` samples, as many rows as `num_classes` asks)."""
     from keras_cdm.utils.images import save_class_grid
 
     labels = np.repeat(np.arange(num_classes), per_class)
+    given = None if model.unconditional else labels
+    count = {"num_images": len(labels)} if model.unconditional else {}
     if isinstance(model, keras_cdm.SuperResDiffusionModel):
         images, _ = keras_cdm.data.synthetic_shapes(len(labels), model.low_res_size, seed=123)
         lo = images.astype("float32") / 127.5 - 1
-        out = model.sample(lo, labels, aug_level=0, num_steps=num_steps, seed=0)
+        out = model.sample(lo, given, aug_level=0, num_steps=num_steps, seed=0)
         return save_class_grid(path, out, labels, extra_stages=[lo])
-    out = model.sample(labels, num_steps=num_steps, seed=0)
+    out = model.sample(given, num_steps=num_steps, seed=0, **count)
     return save_class_grid(path, out, labels)
 
 
@@ -463,6 +500,7 @@ def main(stage, argv=None):
         f"[keras_cdm] {stage}: preset={preset} batch={batch} steps={steps} "
         f"backend={keras.backend.backend()} ({devices}) -> {output_dir}"
     )
+    source = open_source(stage, preset, args)
     with scope:
         # The checkpoint holds raw and EMA weights, optimizer state, the step
         # counter (optimizer.iterations) and the model's RNG state.
@@ -481,8 +519,8 @@ def main(stage, argv=None):
             raise ValueError(f"--batch_size {batch} must be divisible by the {world} processes.")
         setup_torch_ddp(model)  # same start on every rank, gradients averaged
         batch, shard = batch // world, (world, rank)
-    dataset = build_dataset(model, args, batch, shard)
-    num_classes = min(model.num_classes, 10)
+    dataset = build_dataset(model, args, batch, shard, source)
+    num_classes = min(model.num_classes, 10) or 4  # unconditional: 4 rows of samples
     # Under DDP every rank holds the same weights; rank 0 alone writes.
     callbacks = [Checkpoint(output_dir, args.sample_every, num_classes)] if rank == 0 else []
     if args.tensorboard and rank == 0:

@@ -23,7 +23,8 @@ class ImageSource:
         skipped: list of unreadable files that were skipped.
         images: uint8 array `(n, h, w, 3)` held in memory, or None.
         paths: list of image files, or None.
-        labels: int64 array `(n,)`, or None for a stream-only source.
+        labels: int64 array `(n,)`, or None for an unlabelled source (an
+            unconditional stage's data; `num_classes` is then 0).
         random_access: bool. Examples can be read by index (`read(i)`).
         dataset: the source as a `tf.data.Dataset` of `(uint8 (h, w, 3),
             int64 ())` (built on first use; needs TensorFlow).
@@ -59,7 +60,15 @@ class ImageSource:
 
     @property
     def random_access(self):
-        return self.labels is not None and (self.images is not None or self.paths is not None)
+        return self.images is not None or self.paths is not None
+
+    def without_labels(self):
+        """The same images as an unlabelled source (for an unconditional stage)."""
+        if not self.random_access:
+            raise ValueError("A TFDS stream cannot drop its labels here; use an image folder.")
+        return ImageSource(
+            0, self.min_side, self.size, None, self.skipped, images=self.images, paths=self.paths
+        )
 
     def read(self, index):
         """The uint8 `(h, w, 3)` image at `index`."""
@@ -77,6 +86,11 @@ class ImageSource:
 
     def _make_tf_dataset(self):
         tf = _tensorflow("pipeline='tf'")
+        if self.labels is None:
+            raise ValueError(
+                "pipeline='tf' serves labelled sources; an unlabelled one goes through the "
+                "native pipeline (pipeline='auto' or 'native')."
+            )
         labels = np.asarray(self.labels, np.int64)
         if self.images is not None:
             return tf.data.Dataset.from_tensor_slices((self.images, labels))
@@ -102,10 +116,10 @@ def _tensorflow(what):
     return tf
 
 
-def from_arrays(images, labels, num_classes=None):
-    """Source from uint8 images `(n, h, w, c)` (c = 1, 3 or 4) and int labels."""
+def from_arrays(images, labels=None, num_classes=None):
+    """Source from uint8 images `(n, h, w, c)` (c = 1, 3 or 4) and int labels
+    (`labels=None`: an unlabelled source, for an unconditional stage)."""
     images = np.asarray(images)
-    labels = np.asarray(labels)
     if images.dtype != np.uint8:
         raise ValueError(f"Expected uint8 images. Received: dtype={images.dtype}")
     if images.ndim == 3:
@@ -115,6 +129,16 @@ def from_arrays(images, labels, num_classes=None):
             "Expected images of shape (n, h, w, c) with c in (1, 3, 4). "
             f"Received: shape={images.shape}"
         )
+    if len(images) == 0:
+        raise ValueError("The array source is empty.")
+    images = np.ascontiguousarray(_to_rgb_array(images))
+    if labels is None:
+        if num_classes:
+            raise ValueError(
+                f"An unlabelled source has no classes. Received: num_classes={num_classes}"
+            )
+        return ImageSource(0, min(images.shape[1:3]), len(images), images=images)
+    labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
             f"Expected a 1D integer label array. Received: shape={labels.shape}, dtype={labels.dtype}"
@@ -123,8 +147,6 @@ def from_arrays(images, labels, num_classes=None):
         raise ValueError(
             f"Images and labels differ in length: {len(images)} images, {len(labels)} labels."
         )
-    if len(images) == 0:
-        raise ValueError("The array source is empty.")
     if labels.min() < 0:
         raise ValueError(f"Labels must be >= 0. Received: min label {labels.min()}")
     num_classes = num_classes or int(labels.max()) + 1
@@ -132,7 +154,6 @@ def from_arrays(images, labels, num_classes=None):
         raise ValueError(
             f"Labels must lie in [0, {num_classes}). Received: max label {labels.max()}"
         )
-    images = np.ascontiguousarray(_to_rgb_array(images))
     return ImageSource(
         num_classes,
         min(images.shape[1:3]),
@@ -183,10 +204,13 @@ def _truncated_jpeg(path):
 
 
 def from_image_folder(directory, skip_corrupt=False):
-    """Source from a folder with one sub-folder per class.
+    """Source from a folder with one sub-folder per class, or (images
+    directly in it, no sub-folders) an unlabelled source for an
+    unconditional stage.
 
     Any format Pillow reads; grayscale, palette and RGBA images are converted
-    to RGB. Class ids follow the sorted sub-folder names.
+    to RGB. Class ids follow the sorted sub-folder names. A folder that holds
+    both class sub-folders and images is refused as ambiguous.
 
     Args:
         directory: str. The root folder.
@@ -201,18 +225,31 @@ def from_image_folder(directory, skip_corrupt=False):
 
     if not os.path.isdir(directory):
         raise ValueError(f"Image folder not found: {directory!r}")
-    class_names = sorted(
-        d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d))
-    )
-    if not class_names:
-        raise ValueError(f"No class sub-folders in {directory!r}: expected one folder per class.")
-    paths, labels, skipped = [], [], []
-    min_side = None
+    entries = os.listdir(directory)
+    class_names = sorted(d for d in entries if os.path.isdir(os.path.join(directory, d)))
+    loose = sorted(f for f in entries if f.lower().endswith(IMAGE_EXTENSIONS))
+    if class_names and loose:
+        raise ValueError(
+            f"{directory!r} holds both class sub-folders ({class_names[0]!r}, ...) and images "
+            f"({loose[0]!r}, ...): put every image in a class folder, or use a folder of "
+            "images alone for an unconditional stage."
+        )
+    if not class_names and not loose:
+        raise ValueError(
+            f"No class sub-folders and no images in {directory!r}: expected one folder per "
+            "class, or the images themselves (unconditional)."
+        )
+    unlabelled = not class_names
+    groups = [(0, directory, loose)] if unlabelled else []
     for label, name in enumerate(class_names):
         folder = os.path.join(directory, name)
         files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
         if not files:
             raise ValueError(f"Class folder {folder!r} holds no images.")
+        groups.append((label, folder, files))
+    paths, labels, skipped = [], [], []
+    min_side = None
+    for label, folder, files in groups:
         for f in files:
             path = os.path.join(folder, f)
             try:
@@ -233,6 +270,8 @@ def from_image_folder(directory, skip_corrupt=False):
             labels.append(label)
     if not paths:
         raise ValueError(f"No readable images in {directory!r}.")
+    if unlabelled:
+        return ImageSource(0, min_side, len(paths), None, skipped, paths=paths)
     return ImageSource(
         len(class_names),
         min_side,

@@ -66,7 +66,8 @@ class StageDataset(keras.utils.PyDataset):
     Made by `keras_cdm.data.base_dataset` and `super_res_dataset`; pass it to
     `model.fit` on any backend. Base batches are `(images, labels)`, SR
     batches `({"high_res", "low_res"}, labels)`; images float32 in [-1, 1],
-    labels int32.
+    labels int32. An unlabelled source (unconditional stage) gives the images
+    (or the SR dict) alone.
 
     Args:
         source: `keras_cdm.data.ImageSource` with random access (arrays,
@@ -170,11 +171,12 @@ class StageDataset(keras.utils.PyDataset):
     def element_spec(self):
         """Shapes (batch dimension None) and NumPy dtypes of a batch."""
         image = ArraySpec((None, self.resolution, self.resolution, 3), np.dtype("float32"))
-        label = ArraySpec((None,), np.dtype("int32"))
-        if self.low_res is None:
-            return image, label
-        low = ArraySpec((None, self.low_res, self.low_res, 3), np.dtype("float32"))
-        return {"high_res": image, "low_res": low}, label
+        if self.low_res is not None:
+            low = ArraySpec((None, self.low_res, self.low_res, 3), np.dtype("float32"))
+            image = {"high_res": image, "low_res": low}
+        if self.labels is None:
+            return image
+        return image, ArraySpec((None,), np.dtype("int32"))
 
     def skip(self, num_batches):
         """The same stream starting `num_batches` batches later (O(1))."""
@@ -221,13 +223,13 @@ class StageDataset(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, _AUGMENTATION, epoch_key, self.start + index])
         draws = rng.random((self.global_batch, 3))
         mine = draws[self.shard_index * self.batch_size :][: len(idx)]
-        images = self._images(idx, mine)
-        labels = self.labels[idx]
-        images = images / np.float32(127.5) - np.float32(1.0)
-        if self.low_res is None:
-            return images, labels
-        low = box_downsample(images, self.resolution // self.low_res)
-        return {"high_res": images, "low_res": low}, labels
+        images = self._images(idx, mine) / np.float32(127.5) - np.float32(1.0)
+        if self.low_res is not None:
+            low = box_downsample(images, self.resolution // self.low_res)
+            images = {"high_res": images, "low_res": low}
+        if self.labels is None:
+            return images
+        return images, self.labels[idx]
 
     def _images(self, idx, draws):
         """Float32 pixels in [0, 255], cropped, resized and flipped."""

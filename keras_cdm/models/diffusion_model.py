@@ -19,6 +19,7 @@ from keras_cdm.models.reverse_process import StageSampler
 from keras_cdm.models.reverse_process import variational_bound_bpd
 from keras_cdm.networks.unet import UNet
 from keras_cdm.utils.seeds import check_seed
+from keras_cdm.utils.validation import check_positive_int
 
 # Pixels may exceed [-1, 1] by resampling round-off, never by more.
 _PIXEL_TOLERANCE = 1e-3
@@ -137,6 +138,11 @@ class DiffusionModel(keras.Model):
         if not 0.0 <= label_dropout < 1.0:
             raise ValueError(
                 f"`label_dropout` must be in [0, 1). Received: label_dropout={label_dropout}"
+            )
+        if network.num_classes == 0 and label_dropout:
+            raise ValueError(
+                "An unconditional stage (num_classes=0) has no labels to drop. "
+                f"Received: label_dropout={label_dropout}"
             )
         self.network = network
         self.diffusion = diffusion
@@ -322,6 +328,12 @@ class DiffusionModel(keras.Model):
         return self.network.num_classes
 
     @property
+    def unconditional(self):
+        """Whether the stage has no classes (`num_classes=0`): batches hold
+        images only and `sample` takes `num_images`."""
+        return self.network.num_classes == 0
+
+    @property
     def metrics(self):
         metrics = list(super().metrics)
         for m in (self.mse_tracker, self.vb_tracker, self.input_guard):
@@ -356,9 +368,17 @@ class DiffusionModel(keras.Model):
                 "A batch must hold the images: `(images, labels)` or a dict "
                 f"with 'images'. Received keys: {sorted(x) if isinstance(x, dict) else type(x)}"
             )
+        self._check_images(images, "images", self.image_size)
+        if self.unconditional:
+            if labels is not None:
+                raise ValueError(
+                    "This stage is unconditional (num_classes=0) but the batch holds labels: "
+                    "pass images only (e.g. `source.without_labels()`)."
+                )
+            zeros = ops.zeros(ops.shape(images)[:1], dtype="int32")
+            return ops.cast(images, "float32"), zeros, extra
         if labels is None:
             raise ValueError("A batch must hold class labels: `(images, labels)`.")
-        self._check_images(images, "images", self.image_size)
         labels = ops.convert_to_tensor(labels)
         if len(labels.shape) == 2 and labels.shape[-1] == 1:
             labels = ops.squeeze(labels, -1)
@@ -416,9 +436,12 @@ class DiffusionModel(keras.Model):
         and bad pixels by 0, so a flagged step cannot turn the weights into
         NaN (training stops right after it, see `TrainingGuard`).
         """
-        bad_labels = ops.logical_or(labels < 0, labels >= self.num_classes)
-        flags = training_guard.BAD_LABELS * ops.cast(ops.any(bad_labels), "float32")
-        labels = ops.where(bad_labels, self.num_classes, labels)
+        if self.unconditional:  # the labels are the zeros `_unpack_batch` made
+            flags = ops.zeros((), "float32")
+        else:
+            bad_labels = ops.logical_or(labels < 0, labels >= self.num_classes)
+            flags = training_guard.BAD_LABELS * ops.cast(ops.any(bad_labels), "float32")
+            labels = ops.where(bad_labels, self.num_classes, labels)
 
         def clean(x):
             ok = ops.logical_and(ops.isfinite(x), ops.abs(x) <= 1.0 + _PIXEL_TOLERANCE)
@@ -499,8 +522,10 @@ class DiffusionModel(keras.Model):
             arrays = {"images": images, "low_res": x[1] if len(x) > 1 else None}
         else:
             images, labels, arrays = x, y, {"images": x}
-        if images is None or labels is None or not hasattr(images, "shape"):
+        if images is None or not hasattr(images, "shape"):
             return  # _unpack_batch names what is missing
+        if labels is None and not self.unconditional:
+            return
         n = min(len(images), 2)
         first = (
             {k: v[:n] for k, v in arrays.items() if v is not None}
@@ -508,7 +533,8 @@ class DiffusionModel(keras.Model):
             else (tuple(v[:n] for v in x) if isinstance(x, (tuple, list)) else images[:n])
         )
         self._unpack_batch(first, None if labels is None else labels[:n])
-        self.check_labels(np.asarray(labels).reshape(len(labels), -1)[:, 0])
+        if labels is not None:
+            self.check_labels(np.asarray(labels).reshape(len(labels), -1)[:, 0])
         for name, value in arrays.items():
             if value is None or name == "labels":
                 continue
@@ -537,14 +563,19 @@ class DiffusionModel(keras.Model):
         `tf.data.Dataset` or any dataset with an `element_spec` of objects
         with `shape` and `dtype` (`keras_cdm.data.StageDataset`)."""
         spec = getattr(dataset, "element_spec", None)
-        if spec is None or not isinstance(spec, (tuple, dict)):
-            return
+
+        def is_spec(s):
+            return hasattr(s, "shape") and hasattr(s, "dtype")
 
         def dummy(s):
             shape = tuple(1 if d is None else d for d in s.shape)
             return np.zeros(shape, dtype=getattr(s.dtype, "as_numpy_dtype", s.dtype))
 
-        if isinstance(spec, tuple):
+        if is_spec(spec):  # images alone (an unconditional stage's batches)
+            x, y = dummy(spec), None
+        elif not isinstance(spec, (tuple, dict)):
+            return
+        elif isinstance(spec, tuple):
             x = spec[0]
             x = {k: dummy(v) for k, v in x.items()} if isinstance(x, dict) else dummy(x)
             y = dummy(spec[1]) if len(spec) > 1 and spec[1] is not None else None
@@ -618,6 +649,26 @@ class DiffusionModel(keras.Model):
     # ------------------------------------------------------------------
     # Sampling and likelihood
     # ------------------------------------------------------------------
+    def resolve_labels(self, labels=None, num_images=None):
+        """The int32 labels a sampling request runs on: `labels`, checked,
+        for a class-conditional stage; zeros for `num_images` images of an
+        unconditional one (whose network does not read them)."""
+        if not self.unconditional:
+            if labels is None:
+                raise ValueError(
+                    f"This stage is class-conditional ({self.num_classes} classes): pass "
+                    "`labels`, one class id per image."
+                    + (f" Received: num_images={num_images}" if num_images is not None else "")
+                )
+            return self.check_labels(labels)
+        if labels is not None:
+            raise ValueError(
+                "This stage is unconditional (num_classes=0): pass `num_images=n` instead "
+                f"of labels. Received: {len(np.asarray(labels))} labels"
+            )
+        num_images = check_positive_int("num_images", num_images)
+        return np.zeros((num_images,), "int32")
+
     def check_labels(self, labels):
         """Returns labels as int32 after checking they are valid class ids."""
         labels = np.asarray(ops.convert_to_numpy(labels))
@@ -645,7 +696,7 @@ class DiffusionModel(keras.Model):
 
     def sample(
         self,
-        labels,
+        labels=None,
         seed=None,
         settings=None,
         stop_at=0,
@@ -653,12 +704,15 @@ class DiffusionModel(keras.Model):
         verbose=False,
         image_indices=None,
         conditioning=None,
+        num_images=None,
         **kwargs,
     ):
-        """Draws images for `labels` by running the reverse process.
+        """Draws images for `labels` (or `num_images` of an unconditional
+        stage) by running the reverse process.
 
         Args:
-            labels: int array `(batch,)` of class ids.
+            labels: int array `(batch,)` of class ids (class-conditional
+                stages).
             seed: int or None. Seed of the initial noise and every step
                 (`None`: a fresh random seed). Image `i` draws from its own
                 stream, so it does not depend on the batch it is in.
@@ -673,6 +727,7 @@ class DiffusionModel(keras.Model):
                 them so batching does not change the images.
             conditioning: dict of extra network inputs (what
                 `SuperResDiffusionModel.prepare_conditioning` returns).
+            num_images: int. How many images an unconditional stage draws.
             **kwargs: fields of `SamplerSettings` (`num_steps`, `sampler`,
                 `eta`, `clip_denoised`, `guidance_scale`, `use_ema`),
                 replacing those of `settings`.
@@ -681,7 +736,7 @@ class DiffusionModel(keras.Model):
             A float32 NumPy array `(batch, size, size, channels)`; in [-1, 1]
             when `stop_at == 0`.
         """
-        labels = self.check_labels(labels)
+        labels = self.resolve_labels(labels, num_images)
         seed = check_seed(seed)
         conditioning = dict(conditioning or {})
         for key, value in conditioning.items():

@@ -249,7 +249,7 @@ class SuperResDiffusionModel(DiffusionModel):
     def sample(
         self,
         low_res,
-        labels,
+        labels=None,
         aug_level=0,
         noisy_low_res=False,
         seed=None,
@@ -262,7 +262,8 @@ class SuperResDiffusionModel(DiffusionModel):
         Args:
             low_res: array of low-resolution images (see
                 `prepare_conditioning`).
-            labels: int array `(batch,)` of class ids.
+            labels: int array `(batch,)` of class ids; `None` for an
+                unconditional stage (one image per `low_res` image).
             aug_level: int. Conditioning-augmentation level `s`.
             noisy_low_res: bool. `low_res` is already `z_s` (truncated mode).
             seed: int or None. Seed of the added and the sampling noise.
@@ -274,6 +275,8 @@ class SuperResDiffusionModel(DiffusionModel):
         conditioning = self.prepare_conditioning(
             low_res, aug_level, noisy_low_res, seed, image_indices
         )
+        if self.unconditional and labels is None:
+            kwargs["num_images"] = len(conditioning["low_res"])
         return super().sample(
             labels, seed=seed, image_indices=image_indices, conditioning=conditioning, **kwargs
         )

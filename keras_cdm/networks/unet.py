@@ -1,3 +1,5 @@
+import numbers
+
 import keras
 
 from keras_cdm.layers.attention_block import AttentionBlock
@@ -33,7 +35,9 @@ class UNet(keras.Model):
         num_heads: int. Attention heads. Defaults to `4`.
         head_channels: int or None. Channels per head, overrides `num_heads`.
         dropout: float. Dropout in residual blocks. Defaults to `0.0`.
-        num_classes: int. Number of classes (one extra null label is added).
+        num_classes: int or None. Number of classes (one extra null label is
+            added); `0` or `None`: an unconditional network (no class
+            embedding; its `"labels"` input is accepted and unused).
             Defaults to `10`.
         learn_sigma: bool. Double the output channels for a learned-range
             variance. Defaults to `False`.
@@ -82,9 +86,19 @@ class UNet(keras.Model):
             ("channels", channels),
             ("base_channels", base_channels),
             ("num_res_blocks", num_res_blocks),
-            ("num_classes", num_classes),
         ]:
             check_positive_int(name, value)
+        num_classes = 0 if num_classes is None else num_classes
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, numbers.Integral)
+            or num_classes < 0
+        ):
+            raise ValueError(
+                "`num_classes` must be an int >= 0 (0 or None: unconditional). "
+                f"Received: num_classes={num_classes!r}"
+            )
+        num_classes = int(num_classes)
         channel_mult = tuple(int(m) for m in channel_mult)
         if not channel_mult:
             raise ValueError("`channel_mult` must not be empty.")
@@ -132,6 +146,8 @@ class UNet(keras.Model):
         emb = TimestepEmbedding(config["base_channels"], emb_dim, dtype=dtype, name="time_embed")(
             inputs["t"]
         )
+        if config["num_classes"] == 0:  # unconditional: no class embedding
+            return inputs["x_t"], emb
         label_emb = keras.layers.Embedding(
             config["num_classes"] + 1, emb_dim, dtype=dtype, name="label_embed"
         )(inputs["labels"])

@@ -113,11 +113,14 @@ class CascadeSampler:
                     f"Stages do not chain: {lo.channels} channels at stage {k - 1}, "
                     f"{hi.channels} expected by stage {k}."
                 )
-            if hi.num_classes != lo.num_classes:
-                raise ValueError(
-                    f"Stages do not chain: stage {k - 1} has {lo.num_classes} classes, "
-                    f"stage {k} has {hi.num_classes}."
-                )
+        # Class-conditional stages share their classes; an unconditional
+        # stage (num_classes=0) may sit anywhere and ignores the labels.
+        counts = sorted({st.num_classes for st in stages if not st.unconditional})
+        if len(counts) > 1:
+            raise ValueError(
+                "Stages do not chain: the class-conditional stages have different numbers of "
+                f"classes {[st.num_classes for st in stages]} (0 = unconditional)."
+            )
         self.stages = stages
         self.mode = mode
         self.aug_levels = _per_stage("aug_levels", aug_levels, n - 1) if n > 1 else []
@@ -166,7 +169,17 @@ class CascadeSampler:
 
     @property
     def num_classes(self):
-        return self.stages[0].num_classes
+        """Classes of the cascade's class-conditional stages (0: all are
+        unconditional, and `sample` takes `num_images`)."""
+        return max(st.num_classes for st in self.stages)
+
+    @staticmethod
+    def _stage_labels(stage, labels):
+        """What a stage's `sample` takes: the labels, or (unconditional) None
+        and the number of images."""
+        if stage.unconditional:
+            return None, {"num_images": len(labels)}
+        return labels, {}
 
     def _stage_kwargs(self, k, seed, image_indices):
         return {
@@ -177,6 +190,14 @@ class CascadeSampler:
         }
 
     def _resolve_labels(self, labels, num_images):
+        """The request's labels (zeros when every stage is unconditional)."""
+        if self.num_classes == 0:
+            if labels is not None:
+                raise ValueError(
+                    "Every stage of this cascade is unconditional: pass `num_images=n` "
+                    f"instead of labels. Received: {len(np.asarray(labels))} labels"
+                )
+            return np.zeros((check_positive_int("num_images", num_images),), "int32")
         if labels is None:
             if num_images is None:
                 raise ValueError("Pass `labels` or `num_images`.")
@@ -187,7 +208,8 @@ class CascadeSampler:
                 f"Pass `labels` or `num_images`, not both with different counts. Received: "
                 f"{len(labels)} labels and num_images={num_images}"
             )
-        return self.stages[0].check_labels(np.asarray(labels))
+        conditional = next(st for st in self.stages if not st.unconditional)
+        return conditional.check_labels(np.asarray(labels))
 
     def sample(
         self,
@@ -202,7 +224,9 @@ class CascadeSampler:
         """Samples the cascade.
 
         Args:
-            labels: int array of class ids, one per image.
+            labels: int array of class ids, one per image (unconditional
+                stages ignore them; a cascade of unconditional stages only
+                takes `num_images`).
             num_images: int. With `labels=None`, labels cycle over the classes.
             seed: int. The same seed gives the same images, however they
                 are batched: image `i` draws from streams keyed by the seed,
@@ -248,8 +272,12 @@ class CascadeSampler:
         truncated = self.mode == "truncated"
         outputs = []
         stop = self.aug_levels[0] if truncated and self.aug_levels else 0
+        base_labels, count = self._stage_labels(self.stages[0], labels)
         x = self.stages[0].sample(
-            labels, stop_at=stop, **self._stage_kwargs(0, self.stage_seed(seed, 0), indices)
+            base_labels,
+            stop_at=stop,
+            **count,
+            **self._stage_kwargs(0, self.stage_seed(seed, 0), indices),
         )
         outputs.append(x)
         for k, stage in enumerate(self.stages[1:], start=1):
@@ -259,7 +287,7 @@ class CascadeSampler:
             stop = self.aug_levels[k] if truncated and k < len(self.aug_levels) else 0
             x = stage.sample(
                 cond,
-                labels,
+                self._stage_labels(stage, labels)[0],
                 aug_level=s,
                 noisy_low_res=noisy,
                 stop_at=stop,
@@ -289,13 +317,16 @@ class CascadeSampler:
             settings=self.settings[:-1],
             verbose=self.verbose,
         )
-        low_res = below.sample(labels, seed=seed)
+        if below.num_classes:
+            low_res = below.sample(labels, seed=seed)
+        else:
+            low_res = below.sample(num_images=len(labels), seed=seed)
         last = len(self.stages) - 1
         results = {"low_res": low_res}
         for s in aug_levels:
             results[s] = self.stages[-1].sample(
                 low_res,
-                labels,
+                self._stage_labels(self.stages[-1], labels)[0],
                 aug_level=s,
                 **self._stage_kwargs(last, self.stage_seed(seed, last), np.arange(len(labels))),
             )
