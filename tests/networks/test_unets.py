@@ -58,9 +58,11 @@ def test_unet_rejects_bad_arguments():
     with pytest.raises(ValueError, match="divisible"):
         UNet(**micro_network_config(image_size=6, channel_mult=(1, 2, 2)))
     with pytest.raises(
-        ValueError, match=r"`num_classes` must be a positive int. Received: num_classes=0"
+        ValueError, match=r"`num_classes` must be an int >= 0 .*Received: num_classes=-2"
     ):
-        UNet(**micro_network_config(num_classes=0))
+        UNet(**micro_network_config(num_classes=-2))
+    with pytest.raises(ValueError, match=r"Received: num_classes=2.5"):
+        UNet(**micro_network_config(num_classes=2.5))
     with pytest.raises(ValueError, match="Unknown preset"):
         UNet.from_preset("base1024")
     with pytest.raises(ValueError, match="not a UNet preset"):
