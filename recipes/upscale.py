@@ -14,9 +14,9 @@ each conditioned on the last output at `--aug_level` (0: clean). Writes one
 PNG per input with the same name (`.png`) and `comparison.png`: each row the
 low-resolution input, then each stage's output.
 
-Labels: the stages are class-conditional, so `--label k` names the class
-of every image (the conditioning image carries most of the content; the
-label steers texture and detail).
+Labels: for class-conditional stages `--label k` names the class of every
+image (the conditioning image carries most of the content; the label steers
+texture and detail); unconditional stages take none.
 """
 
 import argparse
@@ -98,7 +98,10 @@ def load_stages(paths):
 
 
 def check_label(paths, stages, label):
-    for path, stage in zip(paths, stages):
+    conditional = [(p, st) for p, st in zip(paths, stages) if not st.unconditional]
+    if label is not None and not conditional:
+        raise ValueError(f"--label {label}: every --stage is unconditional (no classes).")
+    for path, stage in conditional:
         if label is None:
             raise ValueError(
                 f"--label is required: --stage {path!r} is class-conditional "
@@ -133,7 +136,7 @@ def main(argv=None):
     low = np.stack(
         [to_low_res(read_image(f), stages[0].low_res_size, args.pad_value) for f in files]
     )
-    labels = np.full((len(files),), args.label)
+    labels = np.full((len(files),), 0 if args.label is None else args.label)
     outputs = [low]
     for k, (stage, s, setting) in enumerate(zip(stages, aug, settings)):
         parts = []
@@ -142,7 +145,7 @@ def main(argv=None):
             parts.append(
                 stage.sample(
                     outputs[-1][start : idx.stop],
-                    labels[start : idx.stop],
+                    None if stage.unconditional else labels[start : idx.stop],
                     aug_level=s,
                     seed=keras_cdm.utils.seeds.derive_seed(args.seed, k),
                     image_indices=idx,

@@ -72,3 +72,19 @@ def test_upscale_folder_chained_and_errors(tmp_path):
             )
     with pytest.raises(ValueError, match="--label is required"):
         upscale.main([str(photos / "wide.png"), "--stage", sr32, "--out", str(out)])
+    # An unconditional SR stage takes no label.
+    keras.utils.set_random_seed(0)
+    free = keras_cdm.DiffusionModel.from_preset(
+        "sr16to32_tiny", network_overrides=dict(MICRO, num_classes=0)
+    )
+    free_path = str(tmp_path / "free.keras")
+    free.save(free_path)
+    written, _ = upscale.main(
+        [str(photos / "wide.png"), "--stage", free_path, "--out", str(tmp_path / "free")]
+        + ["--num_steps", "2"]
+    )
+    assert Image.open(written[0]).size == (32, 32)
+    with pytest.raises(ValueError, match="every --stage is unconditional"):
+        upscale.main(
+            [str(photos / "wide.png"), "--stage", free_path, "--out", str(out), "--label", "1"]
+        )
