@@ -86,6 +86,11 @@ def test_fit_sample_save_and_cascade(tmp_path):
         keras_cdm.DiffusionModel.from_preset(
             "base16_tiny", network_overrides=UNCOND, label_dropout=0.1
         )
+    short = keras_cdm.DiffusionModel.from_preset(
+        "base16_tiny", network_overrides=UNCOND, diffusion={"num_timesteps": 10}
+    )
+    bpd = short.compute_bpd(images[:2])
+    assert bpd.shape == (2,) and np.isfinite(bpd).all() and (bpd > 0).all()
 
 
 def test_unconditional_sr_under_a_conditional_base():

@@ -206,7 +206,7 @@ def train_for(model, dataset, seconds, chunk):
             return steps, time.time() - t0
 
 
-def ablation_child(args, size, deadline, log):
+def ablation_child(args, size, deadline):
     import keras
     import numpy as np
 
@@ -443,7 +443,7 @@ def main(argv=None):
         print("PART " + json.dumps(["result", bench_child(args._fw, size)]), flush=True)
         return
     if args._phase == "ablation":
-        for key, value in ablation_child(args, size, args._deadline, print):
+        for key, value in ablation_child(args, size, args._deadline):
             print("PART " + json.dumps([key, value], default=float), flush=True)
         return
 

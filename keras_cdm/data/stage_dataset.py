@@ -14,6 +14,7 @@ gives what training runs rely on:
 """
 
 import collections
+import functools
 import os
 
 import keras
@@ -24,6 +25,15 @@ ArraySpec = collections.namedtuple("ArraySpec", ["shape", "dtype"])
 # Stream ids inside one seed: the epoch permutations and the per-batch
 # augmentation draws come from distinct PCG64 streams.
 _PERMUTATION, _AUGMENTATION = 0, 1
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_permutation(n, seed, epoch):
+    """One epoch's order, computed once per epoch (not once per batch); the
+    worker threads only read it."""
+    order = np.random.default_rng([seed, _PERMUTATION, epoch]).permutation(n)
+    order.flags.writeable = False
+    return order
 
 
 def square_crop_offsets(height, width):
@@ -195,7 +205,7 @@ class StageDataset(keras.utils.PyDataset):
         n = self.source.size
         if not self.shuffle:
             return np.arange(n)
-        return np.random.default_rng([self.seed, _PERMUTATION, epoch]).permutation(n)
+        return _epoch_permutation(n, self.seed, epoch)
 
     def batch_indices(self, index):
         """Source indices of this replica's part of batch `index`."""

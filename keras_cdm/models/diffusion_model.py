@@ -748,16 +748,17 @@ class DiffusionModel(keras.Model):
         stage = self.stage_sampler(SamplerSettings.resolve(settings, **kwargs), stop_at)
         return stage.run(labels, conditioning, seed, image_indices, noise=noise, verbose=verbose)
 
-    def compute_bpd(self, images, labels, use_ema=True, seed=0, verbose=False):
-        """The full variational bound in bits per dimension, per example.
+    def compute_bpd(self, images, labels=None, use_ema=True, seed=0, verbose=False):
+        """The full variational bound in bits per dimension, per example
+        (`labels=None` for an unconditional stage).
 
         Runs the network once per timestep (T calls, a progress bar when
         `verbose`), so use small batches. The same `seed` gives the same
         figures.
         """
-        labels = self.check_labels(labels)
         images = np.asarray(images, "float32")
-        self._check_batch_arrays(images, labels)
+        labels = self.resolve_labels(labels, len(images))
+        self._check_batch_arrays(images, None if self.unconditional else labels)
         return variational_bound_bpd(self, images, labels, {}, use_ema, check_seed(seed), verbose)
 
 

@@ -281,11 +281,12 @@ class SuperResDiffusionModel(DiffusionModel):
             labels, seed=seed, image_indices=image_indices, conditioning=conditioning, **kwargs
         )
 
-    def compute_bpd(self, images, labels, low_res=None, use_ema=True, seed=0, verbose=False):
+    def compute_bpd(self, images, labels=None, low_res=None, use_ema=True, seed=0, verbose=False):
         """The variational bound in bits/dim given clean conditioning (s = 0);
-        `T` network calls (a progress bar when `verbose`)."""
-        labels = self.check_labels(labels)
+        `T` network calls (a progress bar when `verbose`); `labels=None` for
+        an unconditional stage."""
         images = np.asarray(images, "float32")
+        labels = self.resolve_labels(labels, len(images))
         if low_res is None:
             factor = self.image_size // self.low_res_size
             low_res = ops.convert_to_numpy(area_downsample(ops.convert_to_tensor(images), factor))

@@ -175,11 +175,8 @@ class CascadeSampler:
 
     @staticmethod
     def _stage_labels(stage, labels):
-        """What a stage's `sample` takes: the labels, or (unconditional) None
-        and the number of images."""
-        if stage.unconditional:
-            return None, {"num_images": len(labels)}
-        return labels, {}
+        """The labels a stage's `sample` takes (None: an unconditional stage)."""
+        return None if stage.unconditional else labels
 
     def _stage_kwargs(self, k, seed, image_indices):
         return {
@@ -272,11 +269,10 @@ class CascadeSampler:
         truncated = self.mode == "truncated"
         outputs = []
         stop = self.aug_levels[0] if truncated and self.aug_levels else 0
-        base_labels, count = self._stage_labels(self.stages[0], labels)
         x = self.stages[0].sample(
-            base_labels,
+            self._stage_labels(self.stages[0], labels),
             stop_at=stop,
-            **count,
+            num_images=len(labels),
             **self._stage_kwargs(0, self.stage_seed(seed, 0), indices),
         )
         outputs.append(x)
@@ -287,7 +283,7 @@ class CascadeSampler:
             stop = self.aug_levels[k] if truncated and k < len(self.aug_levels) else 0
             x = stage.sample(
                 cond,
-                self._stage_labels(stage, labels)[0],
+                self._stage_labels(stage, labels),
                 aug_level=s,
                 noisy_low_res=noisy,
                 stop_at=stop,
@@ -326,7 +322,7 @@ class CascadeSampler:
         for s in aug_levels:
             results[s] = self.stages[-1].sample(
                 low_res,
-                self._stage_labels(self.stages[-1], labels)[0],
+                self._stage_labels(self.stages[-1], labels),
                 aug_level=s,
                 **self._stage_kwargs(last, self.stage_seed(seed, last), np.arange(len(labels))),
             )
