@@ -252,15 +252,25 @@ class DiffusionModel(keras.Model):
         diffusion = dict(preset.diffusion, **(kwargs.pop("diffusion", None) or {}))
         return target(network, diffusion=diffusion, **dict(preset.model_kwargs, **kwargs))
 
-    def save_to_preset(self, directory):
+    def save_to_preset(self, directory, weights="all", dtype="float32"):
         """Writes this stage as a preset directory (KerasHub's convention):
-        `config.json` (stage config, keras_cdm and Keras versions) and
-        `model.weights.h5` (raw and EMA weights, EMA counters, RNG state; no
-        optimizer). `DiffusionModel.from_preset(directory)` loads it on any
-        backend. Returns `directory`."""
+        `config.json` (stage config, keras_cdm and Keras versions) and a
+        weights file. `DiffusionModel.from_preset(directory)` loads it on any
+        backend. Returns `directory`.
+
+        Args:
+            directory: str. Created if needed.
+            weights: `"all"` (default): `model.weights.h5` with the raw and
+                EMA weights, EMA counters and RNG state (no optimizer: a
+                `.keras` checkpoint resumes a run). `"ema"`: a release,
+                `ema.weights.h5` with the EMA weights alone, which a load
+                puts into both the EMA and the raw network.
+            dtype: `"float32"` or `"float16"` (`weights="ema"` only; half
+                the size).
+        """
         from keras_cdm.models import preset_directory
 
-        return preset_directory.save_to_preset(self, directory)
+        return preset_directory.save_to_preset(self, directory, weights=weights, dtype=dtype)
 
     def get_config(self):
         return {

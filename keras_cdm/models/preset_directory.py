@@ -3,38 +3,78 @@ a weights file, loadable on any backend without running code from the files.
 
     stage_dir/
         config.json        # keras_cdm and Keras versions, the stage's config
-        model.weights.h5   # raw and EMA network weights, EMA counters, RNG state
+        model.weights.h5   # weights="all": raw and EMA network weights, EMA
+                           # counters, RNG state (float32)
+        ema.weights.h5     # weights="ema" (a release): the EMA network's
+                           # weights only, in float32 or float16
 
 No optimizer state: a preset directory is for sampling and fine-tuning (a
-`.keras` checkpoint resumes a run).
+`.keras` checkpoint resumes a run). A release loads its EMA weights into both
+the EMA and the raw network (fine-tuning starts from them).
 """
 
 import json
 import os
 
+import h5py
 import keras
+import numpy as np
+from keras import ops
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
+EMA_WEIGHTS_FILE = "ema.weights.h5"
+EMA_FORMAT = "keras_cdm.ema_weights.v1"
+WEIGHTS_CHOICES = {"all": WEIGHTS_FILE, "ema": EMA_WEIGHTS_FILE}
+EMA_DTYPES = ("float32", "float16")
 STAGE_CLASSES = ("keras_cdm>DiffusionModel", "keras_cdm>SuperResDiffusionModel")
 
 
-def save_to_preset(model, directory):
-    """Writes `model` to `directory` (created if needed; the two files are
-    replaced atomically). Returns the directory."""
+def save_to_preset(model, directory, weights="all", dtype="float32"):
+    """Writes `model` to `directory` (created if needed; each file is
+    replaced atomically). Returns the directory.
+
+    `weights="all"` keeps the whole training state (float32);
+    `weights="ema"` writes the EMA network's weights alone, in `dtype`
+    (`"float32"` or `"float16"`: half the size; a weight beyond float16's
+    range is an error, not an `inf`)."""
     from keras_cdm import __version__
 
+    if weights not in WEIGHTS_CHOICES:
+        raise ValueError(
+            f"`weights` must be one of {sorted(WEIGHTS_CHOICES)} ('all': raw and EMA weights "
+            f"and training counters; 'ema': the EMA weights alone). Received: weights={weights!r}"
+        )
+    if dtype not in EMA_DTYPES:
+        raise ValueError(f"`dtype` must be one of {list(EMA_DTYPES)}. Received: dtype={dtype!r}")
+    if weights == "all" and dtype != "float32":
+        raise ValueError(
+            f"dtype={dtype!r} needs weights='ema': weights='all' keeps the training state "
+            "in float32."
+        )
     os.makedirs(directory, exist_ok=True)
     config = {
         "keras_cdm_version": __version__,
         "keras_version": keras.__version__,
-        "weights": WEIGHTS_FILE,
-        "weights_hold": "raw and EMA network weights, EMA counters and RNG state",
+        "weights": WEIGHTS_CHOICES[weights],
+        "weights_hold": (
+            "raw and EMA network weights, EMA counters and RNG state"
+            if weights == "all"
+            else f"EMA network weights only ({dtype}); loaded into the EMA and raw networks"
+        ),
         "stage": keras.saving.serialize_keras_object(model),
     }
-    weights = os.path.join(directory, WEIGHTS_FILE)
-    model.save_weights(weights + ".tmp.weights.h5")
-    os.replace(weights + ".tmp.weights.h5", weights)
+    path = os.path.join(directory, WEIGHTS_CHOICES[weights])
+    if weights == "all":
+        model.save_weights(path + ".tmp.weights.h5")
+        os.replace(path + ".tmp.weights.h5", path)
+    else:
+        _write_ema_weights(model, path, dtype)
+    # The other weights file of an earlier save would no longer match.
+    for name in WEIGHTS_CHOICES.values():
+        stale = os.path.join(directory, name)
+        if name != WEIGHTS_CHOICES[weights] and os.path.exists(stale):
+            os.remove(stale)
     path = os.path.join(directory, CONFIG_FILE)
     with open(path + ".tmp", "w") as f:
         json.dump(config, f, indent=2)
@@ -81,7 +121,50 @@ def load_from_preset(directory, cls, safe_mode=True):
     if not isinstance(model, cls):
         raise ValueError(f"{directory!r} holds a {type(model).__name__}, not a {cls.__name__}.")
     try:
-        model.load_weights(weights)
+        if os.path.basename(weights) == EMA_WEIGHTS_FILE:
+            _read_ema_weights(model, weights)
+        else:
+            model.load_weights(weights)
     except Exception as e:
         raise ValueError(f"Could not load the weights {weights!r}: {e}") from e
     return model
+
+
+def _write_ema_weights(model, path, dtype):
+    """The EMA network's variables, in creation order (the order the model
+    pairs them with the raw network's), each with its path for reading."""
+    tmp = path + ".tmp"
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = EMA_FORMAT
+        f.attrs["dtype"] = dtype
+        f.attrs["count"] = len(model.ema_network.weights)
+        for i, var in enumerate(model.ema_network.weights):
+            value = ops.convert_to_numpy(var.value)
+            with np.errstate(over="ignore"):
+                cast = value.astype(dtype)
+            if not np.all(np.isfinite(cast)):
+                raise ValueError(
+                    f"Weight {var.path!r} does not fit in {dtype} (max |value| "
+                    f"{np.abs(value).max():.3g}); save it with dtype='float32'."
+                )
+            f.create_dataset(f"{i:05d}", data=cast)
+            f[f"{i:05d}"].attrs["path"] = var.path
+    os.replace(tmp, path)
+
+
+def _read_ema_weights(model, path):
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != EMA_FORMAT:
+            raise ValueError(f"not a keras_cdm EMA weights file (format {EMA_FORMAT!r})")
+        variables = model.ema_network.weights
+        if int(f.attrs["count"]) != len(variables) or len(f) != len(variables):
+            raise ValueError(f"it holds {len(f)} weights, the stage's network has {len(variables)}")
+        values = [f[f"{i:05d}"][()] for i in range(len(variables))]
+    for i, (var, value) in enumerate(zip(variables, values)):
+        if tuple(value.shape) != tuple(var.shape):
+            raise ValueError(
+                f"weight {i} has shape {value.shape}, the stage's {var.path!r} has {var.shape}"
+            )
+    for network in (model.ema_network, model.network):
+        for var, value in zip(network.weights, values):
+            var.assign(value.astype(var.dtype))

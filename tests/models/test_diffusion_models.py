@@ -388,3 +388,53 @@ def test_preset_directory_round_trip_and_safe_mode(tmp_path):
     json.dump(other, open(os.path.join(folder, "config.json"), "w"))
     with pytest.raises(ValueError, match="does not describe a keras_cdm stage"):
         keras_cdm.DiffusionModel.from_preset(folder)
+
+
+def test_preset_directory_release_holds_ema_weights_in_float16(tmp_path):
+    keras.utils.set_random_seed(0)
+    sr = keras_cdm.DiffusionModel.from_preset(
+        "sr16to32_tiny", network_overrides={"base_channels": 8, "norm_groups": 4}
+    )
+    for w in sr.ema_network.weights[:3]:  # EMA weights that differ from the raw ones
+        w.assign(w.value + 0.25)
+    full = sr.save_to_preset(str(tmp_path / "full"))
+    release = sr.save_to_preset(str(tmp_path / "release"), weights="ema", dtype="float16")
+    assert sorted(os.listdir(release)) == ["config.json", "ema.weights.h5"]
+    size = os.path.getsize
+    assert size(os.path.join(release, "ema.weights.h5")) < 0.3 * size(
+        os.path.join(full, "model.weights.h5")
+    )
+    again = keras_cdm.DiffusionModel.from_preset(release)
+    for a, b, raw in zip(sr.ema_network.weights, again.ema_network.weights, again.network.weights):
+        expected = to_numpy(a).astype("float16").astype("float32")
+        np.testing.assert_array_equal(to_numpy(b), expected)
+        np.testing.assert_array_equal(to_numpy(raw), expected)  # fine-tuning starts from EMA
+    lo = np.zeros((2, 16, 16, 3), "float32")
+    np.testing.assert_allclose(
+        again.sample(lo, [0, 1], seed=0, num_steps=2),
+        sr.sample(lo, [0, 1], seed=0, num_steps=2),
+        atol=2e-2,
+    )
+    # Saving "all" into the same folder replaces the release's weights file.
+    sr.save_to_preset(release)
+    assert sorted(os.listdir(release)) == ["config.json", "model.weights.h5"]
+    with pytest.raises(ValueError, match="dtype='float16' needs weights='ema'"):
+        sr.save_to_preset(str(tmp_path / "x"), dtype="float16")
+    with pytest.raises(ValueError, match="`weights` must be one of.*Received: weights='raw'"):
+        sr.save_to_preset(str(tmp_path / "x"), weights="raw")
+    with pytest.raises(ValueError, match="`dtype` must be one of"):
+        sr.save_to_preset(str(tmp_path / "x"), weights="ema", dtype="bfloat16")
+    sr.ema_network.weights[0].assign(sr.ema_network.weights[0].value + 1e6)
+    with pytest.raises(ValueError, match="does not fit in float16"):
+        sr.save_to_preset(str(tmp_path / "x"), weights="ema", dtype="float16")
+    # A release whose network does not match the config is refused by name.
+    other = keras_cdm.DiffusionModel.from_preset(
+        "sr16to32_tiny", network_overrides={"base_channels": 16, "norm_groups": 4}
+    )
+    other.save_to_preset(str(tmp_path / "other"), weights="ema")
+    os.replace(str(tmp_path / "other" / "ema.weights.h5"), str(tmp_path / "release2.h5"))
+    sr.ema_network.weights[0].assign(sr.ema_network.weights[0].value - 1e6)
+    sr.save_to_preset(str(tmp_path / "other"), weights="ema")
+    os.replace(str(tmp_path / "release2.h5"), str(tmp_path / "other" / "ema.weights.h5"))
+    with pytest.raises(ValueError, match="(?s)Could not load the weights.*has shape"):
+        keras_cdm.DiffusionModel.from_preset(str(tmp_path / "other"))
