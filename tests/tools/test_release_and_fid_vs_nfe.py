@@ -1,0 +1,95 @@
+"""`tools/release_weights.py` (checkpoint → float16 preset directory with its
+run's record) and `tools/fid_vs_nfe.py` (FID per sampler and NFE, resumable,
+table and plot), at micro sizes."""
+
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from conftest import micro_network_config
+from conftest import to_numpy
+
+import keras_cdm
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "recipes"))
+
+import evaluate  # noqa: E402
+import fid_vs_nfe  # noqa: E402
+import release_weights  # noqa: E402
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _checkpoint(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    model = keras_cdm.DiffusionModel(
+        keras_cdm.UNet(**micro_network_config(learn_sigma=True)),
+        diffusion={"num_timesteps": 100, "var_type": "learned_range", "loss_type": "hybrid"},
+    )
+    model.save(str(run / "checkpoint.keras"))
+    (run / "run.json").write_text(json.dumps({"stage": "base16", "batch_size": 8}))
+    with open(run / "log.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "time", "loss"])
+        # 2 s per step, then a 1000 s pause (a kill and a resume), then 2 s again.
+        for step, t in ((10, 100.0), (20, 120.0), (30, 1140.0), (40, 1160.0)):
+            w.writerow([step, t, 0.1])
+    return model, str(run / "checkpoint.keras")
+
+
+def test_release_weights_writes_a_float16_preset_with_its_run_record(tmp_path):
+    model, ckpt = _checkpoint(tmp_path)
+    out = release_weights.main(
+        [ckpt, str(tmp_path / "release"), "--command", "python recipes/train_base16.py ..."]
+    )
+    assert sorted(os.listdir(out)) == ["config.json", "ema.weights.h5", "training.json"]
+    info = json.load(open(os.path.join(out, "training.json")))
+    assert info["run"] == {"stage": "base16", "batch_size": 8}
+    assert info["weights_dtype"] == "float16" and info["logged_steps"] == 40
+    assert info["command"] == "python recipes/train_base16.py ..."
+    # The median rate between checkpoints ignores the pause of the resume.
+    assert info["seconds_per_step"] == 2.0 and info["train_time_s"] == 80
+    again = keras_cdm.DiffusionModel.from_preset(out)
+    for a, b in zip(model.ema_network.weights, again.ema_network.weights):
+        np.testing.assert_array_equal(to_numpy(a).astype("float16"), to_numpy(b))
+
+
+def test_fid_vs_nfe_scores_each_setting_once_and_writes_table_and_plot(tmp_path):
+    keras_cdm.models.load_stage  # noqa: B018 (the stage loader the tool uses)
+    _, ckpt = _checkpoint(tmp_path)
+    release = release_weights.main([ckpt, str(tmp_path / "r16")])
+    full = release_weights.main([ckpt, str(tmp_path / "r32"), "--dtype", "float32"])
+    clf = evaluate.train_classifier(
+        str(tmp_path / "clf.keras"), "synthetic", resolution=16, limit=64, epochs=1, width=8
+    )
+    out = str(tmp_path / "out")
+    argv = [release, "--data", "synthetic", "--extractor", clf, "--samplers", "ddim", "dpm++2m"]
+    argv += ["--nfe", "2", "3", "--num_images", "20", "--reference_limit", "40", "--out", out]
+    results = fid_vs_nfe.main(argv + ["--weights_dtype_check", full])
+    assert sorted(results) == sorted(
+        ["ddim@2", "ddim@3", "ddim@2@float32", "dpm++2m@2", "dpm++2m@3"]
+    )
+    assert sorted(results) == sorted(json.load(open(os.path.join(out, "fid_vs_nfe.json"))))
+    for r in results.values():
+        assert r["num_samples"] == 20 and np.isfinite(r["fid"]) and 0 <= r["class_accuracy"] <= 1
+    # Float16 weights draw nearly the same images as float32 ones.
+    assert abs(results["ddim@2"]["fid"] - results["ddim@2@float32"]["fid"]) < 0.05 * (
+        results["ddim@2@float32"]["fid"] + 1e-3
+    )
+    table = open(os.path.join(out, "fid_vs_nfe.md")).read()
+    assert "| dpm++2m |" in table and "NFE 3" in table
+    assert open(os.path.join(out, "fid_vs_nfe.svg")).read().count("<polyline") == 2
+    # Resumed: settings on record are not sampled again.
+    saved = json.load(open(os.path.join(out, "fid_vs_nfe.json")))
+    saved["ddim@3"]["fid"] = 123.0
+    json.dump(saved, open(os.path.join(out, "fid_vs_nfe.json"), "w"))
+    again = fid_vs_nfe.main(argv + ["--nfe", "2", "3", "4"])
+    assert again["ddim@3"]["fid"] == 123.0 and "ddim@4" in again
+    with pytest.raises(SystemExit):
+        fid_vs_nfe.main(argv + ["--samplers", "euler"])

@@ -1,0 +1,209 @@
+"""FID against the number of network calls (NFE) for each sampler, on one
+class-conditional base stage: a table (Markdown + JSON) and a plot (SVG).
+
+    KERAS_BACKEND=jax python tools/fid_vs_nfe.py weights/cifar10/base16 \\
+        --data ../shared/data/cifar10 --extractor runs/eval/classifier.keras \\
+        --samplers ddpm ddim dpm++2m --nfe 10 20 50 100 --num_images 1000 \\
+        --out results/fid_vs_nfe
+
+Every sampler here calls the network once per step, so NFE = `num_steps`.
+All settings draw the same images' noise (same seed, per-image streams), with
+the same labels (`i % classes`) and no guidance. The reference is the test
+split brought to the stage's resolution by the training pipeline (so the FID
+measures the stage, not the missing resolution); samples and reference are
+both enlarged to the extractor's input size by pixel repetition. Resumable:
+each setting's figures are written when they are done and not redone.
+`--weights_dtype_check DIR32` also scores a float32 copy of the stage (same
+seed) at the first sampler and NFE, to measure what float16 weights cost.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "recipes"))
+
+import numpy as np  # noqa: E402
+
+import keras_cdm  # noqa: E402
+from keras_cdm import evaluation as ev  # noqa: E402
+from keras_cdm.utils.images import to_uint8  # noqa: E402
+
+COLOURS = {"ddpm": "#1f77b4", "ddim": "#ff7f0e", "dpm++2m": "#2ca02c"}
+
+
+def enlarge(images, size):
+    """uint8 images repeated pixel by pixel up to `size` (an integer factor)."""
+    factor = size // images.shape[1]
+    if factor * images.shape[1] != size:
+        raise ValueError(f"{images.shape[1]}x{images.shape[1]} images do not tile {size}")
+    return np.repeat(np.repeat(images, factor, axis=1), factor, axis=2)
+
+
+def reference(path, extractor, data, resolution, size, limit):
+    """Features of the test split at `resolution`, enlarged to `size` (cached)."""
+    if os.path.isfile(path):
+        r = np.load(path)
+        return r["features"], r["labels"]
+    import evaluate  # recipes/evaluate.py
+
+    images, labels = evaluate.load_images(data, "test", resolution, limit)
+    features, _ = extractor(enlarge(images, size))
+    np.savez(path, features=features, labels=labels)
+    return features, labels
+
+
+def score(extractor, images, labels, real):
+    feats, _ = real
+    ref = (feats.mean(0), np.cov(feats, rowvar=False), extractor.name)
+    result = ev.evaluate_samples(extractor, images, labels, ref, feats, real[1])
+    keep = ("num_samples", "fid", "class_accuracy", "precision", "recall")
+    return {k: float(result[k]) for k in keep if k in result}
+
+
+def write_table(out, results, samplers, nfes, meta):
+    lines = [
+        "| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+        "|---|" + "---|" * len(nfes),
+    ]
+    for s in samplers:
+        cells = []
+        for n in nfes:
+            r = results.get(f"{s}@{n}")
+            cells.append(f"{r['fid']:.2f} ({r['class_accuracy']:.2f})" if r else "—")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n\nCells: FID (class accuracy). " + meta + "\n"
+    with open(os.path.join(out, "fid_vs_nfe.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+def write_svg(path, results, samplers, nfes, title):
+    """A log-x line plot of FID against NFE, one line per sampler."""
+    points = {
+        s: [(n, results[f"{s}@{n}"]["fid"]) for n in nfes if f"{s}@{n}" in results]
+        for s in samplers
+    }
+    fids = [f for pts in points.values() for _, f in pts]
+    if not fids:
+        return None
+    w, h, left, right, top, bottom = 520, 340, 60, 120, 30, 50
+    lo, hi = 0.0, max(fids) * 1.1
+    xs = np.log(np.asarray(nfes, float))
+
+    def x_of(n):
+        span = xs.max() - xs.min() or 1.0
+        return left + (np.log(n) - xs.min()) / span * (w - left - right)
+
+    def y_of(f):
+        return top + (1 - (f - lo) / (hi - lo)) * (h - top - bottom)
+
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{w / 2 - 60}" y="18">{title}</text>',
+        f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="black"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="black"/>',
+        f'<text x="{(w - right) / 2}" y="{h - 12}">network calls (NFE, log scale)</text>',
+        f'<text x="12" y="{top + 10}" transform="rotate(-90 12 {top + 10})" '
+        f'text-anchor="end">FID</text>',
+    ]
+    for n in nfes:
+        svg.append(f'<text x="{x_of(n) - 8}" y="{h - bottom + 16}">{n}</text>')
+    for i in range(5):
+        f = lo + (hi - lo) * i / 4
+        svg.append(f'<text x="{left - 40}" y="{y_of(f) + 4}">{f:.1f}</text>')
+        svg.append(
+            f'<line x1="{left}" y1="{y_of(f)}" x2="{w - right}" y2="{y_of(f)}" stroke="#ddd"/>'
+        )
+    for k, (s, pts) in enumerate(points.items()):
+        colour = COLOURS.get(s, "black")
+        coords = " ".join(f"{x_of(n):.1f},{y_of(f):.1f}" for n, f in pts)
+        svg.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for n, f in pts:
+            svg.append(f'<circle cx="{x_of(n):.1f}" cy="{y_of(f):.1f}" r="3" fill="{colour}"/>')
+        svg.append(f'<text x="{w - right + 10}" y="{top + 20 + 18 * k}" fill="{colour}">{s}</text>')
+    svg.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(svg))
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("stage", help="a base stage: preset directory or .keras file")
+    p.add_argument("--data", required=True, help="the dataset of the reference (test split)")
+    p.add_argument("--extractor", required=True, help="the evaluation classifier (.keras)")
+    p.add_argument("--samplers", nargs="+", default=["ddpm", "ddim", "dpm++2m"])
+    p.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50, 100])
+    p.add_argument("--num_images", type=int, default=1000)
+    p.add_argument("--reference_limit", type=int, default=None, help="test images (all)")
+    p.add_argument("--batch_size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights_dtype_check", default=None, help="a float32 copy of the stage")
+    p.add_argument("--out", default="results/fid_vs_nfe")
+    args = p.parse_args(argv)
+    unknown = set(args.samplers) - set(keras_cdm.models.reverse_process.SAMPLERS)
+    if unknown:
+        p.error(f"--samplers: unknown {sorted(unknown)}")
+    import evaluate  # recipes/evaluate.py
+
+    os.makedirs(args.out, exist_ok=True)
+    extractor = evaluate.get_extractor(args.extractor)
+    size = extractor.input_size
+    cascade = keras_cdm.CascadeSampler([args.stage])
+    stage = cascade.stages[0]
+    real = reference(
+        os.path.join(args.out, f"reference_{stage.image_size}.npz"),
+        extractor,
+        args.data,
+        stage.image_size,
+        size,
+        args.reference_limit,
+    )
+    labels = np.arange(args.num_images) % max(stage.num_classes, 1)
+    path = os.path.join(args.out, "fid_vs_nfe.json")
+    results = json.load(open(path)) if os.path.isfile(path) else {}
+    runs = [(s, n, args.stage) for s in args.samplers for n in args.nfe]
+    if args.weights_dtype_check:
+        runs.append((args.samplers[0], args.nfe[0], args.weights_dtype_check))
+    for sampler, nfe, stage_path in runs:
+        key = f"{sampler}@{nfe}" + ("" if stage_path == args.stage else "@float32")
+        if key in results:
+            continue
+        start = time.time()
+        sampling = keras_cdm.CascadeSampler([stage_path], num_steps=nfe, sampler=sampler)
+        images = sampling.sample(labels, seed=args.seed, batch_size=args.batch_size)
+        results[key] = dict(
+            score(extractor, enlarge(to_uint8(images), size), labels, real),
+            seconds=round(time.time() - start, 1),
+        )
+        with open(path + ".tmp", "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(path + ".tmp", path)
+        print(f"[fid_vs_nfe] {key}: {results[key]}", flush=True)
+    meta = (
+        f"{args.num_images} samples ({args.num_images // max(stage.num_classes, 1)} per class), "
+        f"seed {args.seed}, no guidance; reference: {len(real[0])} test images at "
+        f"{stage.image_size}x{stage.image_size}; features of {args.extractor}."
+    )
+    table = write_table(args.out, results, args.samplers, args.nfe, meta)
+    svg = write_svg(
+        os.path.join(args.out, "fid_vs_nfe.svg"),
+        results,
+        args.samplers,
+        args.nfe,
+        f"FID vs NFE, {os.path.basename(os.path.normpath(args.stage))}",
+    )
+    print(table)
+    print(f"[fid_vs_nfe] wrote {path}, {svg}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

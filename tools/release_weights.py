@@ -1,0 +1,82 @@
+"""Turn a training checkpoint into a released preset directory: the EMA
+weights alone (float16 by default), the stage config, and `training.json`
+saying which run wrote it (the recipe's flags, the step, the wall time).
+
+    KERAS_BACKEND=jax python tools/release_weights.py \\
+        runs/cifar_base16/checkpoint.keras weights/cifar10/base16 --dtype float16
+
+`DiffusionModel.from_preset("weights/cifar10/base16")` and
+`CascadeSampler([...dirs...])` load the result on any backend. The training
+run continues from its checkpoint (`--resume`), not from the release.
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras_cdm  # noqa: E402
+
+
+def run_summary(run_dir):
+    """What the training run in `run_dir` recorded: its flags (`run.json`),
+    the last logged step, and from `log.csv` the median seconds per step
+    between checkpoints (robust to the pause of a kill and resume) times the
+    steps: the training time of an uninterrupted run on that machine."""
+    summary = {}
+    record = os.path.join(run_dir, "run.json")
+    if os.path.isfile(record):
+        with open(record) as f:
+            summary["run"] = json.load(f)
+    log = os.path.join(run_dir, "log.csv")
+    if os.path.isfile(log):
+        with open(log) as f:
+            rows = [(float(r["step"]), float(r["time"])) for r in csv.DictReader(f)]
+        if rows:
+            summary["logged_steps"] = int(rows[-1][0])
+        rates = sorted(
+            (t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(rows, rows[1:]) if s1 > s0
+        )
+        if rates:
+            per_step = rates[len(rates) // 2]
+            summary["seconds_per_step"] = round(per_step, 3)
+            summary["train_time_s"] = round(per_step * rows[-1][0])
+    return summary
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="a .keras stage (e.g. a recipe's checkpoint.keras)")
+    p.add_argument("output_dir", help="the preset directory to write")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--description", default="", help="one line for training.json")
+    p.add_argument("--command", default="", help="the training command, for training.json")
+    args = p.parse_args(argv)
+    model = keras_cdm.models.load_stage(args.checkpoint, compile=False)
+    model.save_to_preset(args.output_dir, weights="ema", dtype=args.dtype)
+    info = {
+        "description": args.description,
+        "command": args.command,
+        "checkpoint": args.checkpoint,
+        "ema_updates": int(float(model.ema_updates.numpy())),
+        "parameters": int(model.network.count_params()),
+        "weights_dtype": args.dtype,
+        **run_summary(os.path.dirname(os.path.abspath(args.checkpoint))),
+    }
+    with open(os.path.join(args.output_dir, "training.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    size = sum(
+        os.path.getsize(os.path.join(args.output_dir, n)) for n in os.listdir(args.output_dir)
+    )
+    print(
+        f"[keras_cdm] {args.checkpoint} ({info['ema_updates']} EMA updates, "
+        f"{info['parameters']:,} parameters) -> {args.output_dir} ({size / 2**20:.2f} MiB)"
+    )
+    return args.output_dir
+
+
+if __name__ == "__main__":
+    main()
