@@ -23,8 +23,12 @@ from keras_cdm.utils.images import save_npz  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Sample a cascade of .keras stages.")
-    p.add_argument("stages", nargs="+", help=".keras files, base stage first")
+    p = argparse.ArgumentParser(description="Sample a cascade of trained stages.")
+    p.add_argument(
+        "stages",
+        nargs="+",
+        help=".keras files or preset directories (e.g. weights/cifar10/base16), base stage first",
+    )
     p.add_argument(
         "--aug_levels", type=int, nargs="*", default=None, help="one s per SR stage (default 0)"
     )

@@ -169,7 +169,8 @@ def main(argv=None):
     labels = np.arange(args.num_images) % max(stage.num_classes, 1)
     path = os.path.join(args.out, "fid_vs_nfe.json")
     results = json.load(open(path)) if os.path.isfile(path) else {}
-    runs = [(s, n, args.stage) for s in args.samplers for n in args.nfe]
+    # Run in the order given (NFE first), show in sampler and NFE order.
+    runs = [(s, n, args.stage) for n in args.nfe for s in args.samplers]
     if args.weights_dtype_check:
         runs.append((args.samplers[0], args.nfe[0], args.weights_dtype_check))
     for sampler, nfe, stage_path in runs:
@@ -192,12 +193,13 @@ def main(argv=None):
         f"seed {args.seed}, no guidance; reference: {len(real[0])} test images at "
         f"{stage.image_size}x{stage.image_size}; features of {args.extractor}."
     )
-    table = write_table(args.out, results, args.samplers, args.nfe, meta)
+    samplers = [s for s in keras_cdm.models.reverse_process.SAMPLERS if s in args.samplers]
+    table = write_table(args.out, results, samplers, sorted(args.nfe), meta)
     svg = write_svg(
         os.path.join(args.out, "fid_vs_nfe.svg"),
         results,
-        args.samplers,
-        args.nfe,
+        samplers,
+        sorted(args.nfe),
         f"FID vs NFE, {os.path.basename(os.path.normpath(args.stage))}",
     )
     print(table)
