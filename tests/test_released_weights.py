@@ -1,0 +1,74 @@
+"""The trained stages shipped under `weights/`: they fit the size budget,
+say how they were trained, load on this backend, and are trained (the shapes
+stages denoise their data far better than the same network untrained)."""
+
+import glob
+import json
+import os
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import keras_cdm
+
+WEIGHTS = os.path.join(ROOT, "weights")
+RELEASES = ("shapes/base16", "shapes/sr16to32", "cifar10/base16", "cifar10/sr16to32")
+
+
+def _dir(name):
+    return os.path.join(WEIGHTS, name)
+
+
+def test_releases_fit_the_budget_and_record_their_training():
+    found = sorted(
+        os.path.relpath(os.path.dirname(p), WEIGHTS)
+        for p in glob.glob(os.path.join(WEIGHTS, "**", "config.json"), recursive=True)
+    )
+    assert found == sorted(RELEASES)
+    total = sum(
+        os.path.getsize(p)
+        for p in glob.glob(os.path.join(WEIGHTS, "**", "*"), recursive=True)
+        if os.path.isfile(p)
+    )
+    assert total <= 10_000_000, f"weights/ holds {total:,} bytes"
+    for name in RELEASES:
+        info = json.load(open(os.path.join(_dir(name), "training.json")))
+        assert info["command"].startswith("KERAS_BACKEND=") and "--output_dir" in info["command"]
+        assert info["logged_steps"] > 0 and info["train_time_s"] > 0
+        with h5py.File(os.path.join(_dir(name), "ema.weights.h5")) as f:
+            assert {f[k].dtype for k in f} == {np.dtype(info["weights_dtype"])}
+            assert sum(f[k].size for k in f) == info["parameters"]
+
+
+@pytest.mark.parametrize("name", ["shapes/base16", "shapes/sr16to32"])
+def test_shapes_releases_are_trained(name):
+    model = keras_cdm.DiffusionModel.from_preset(_dir(name))
+    untrained = type(model).from_config(model.get_config())
+    source = keras_cdm.data.synthetic(num_images=64, resolution=32, seed=123)
+    if isinstance(model, keras_cdm.SuperResDiffusionModel):
+        data = keras_cdm.data.super_res_dataset(source, 16, 32, 32, seed=1, repeat=False)
+    else:
+        data = keras_cdm.data.base_dataset(source, 16, 32, seed=1, repeat=False)
+    mse = []
+    for m in (model, untrained):
+        m.compile(optimizer="adam")
+        mse.append(m.evaluate(data, verbose=0, return_dict=True, seed=0)["mse"])
+    assert mse[0] < 0.5 * mse[1], f"denoising MSE trained {mse[0]:.4f} vs untrained {mse[1]:.4f}"
+
+
+@pytest.mark.parametrize("family", ["shapes", "cifar10"])
+def test_released_cascades_sample_on_this_backend(family):
+    keras.utils.set_random_seed(0)
+    cascade = keras_cdm.CascadeSampler(
+        [_dir(f"{family}/base16"), _dir(f"{family}/sr16to32")],
+        aug_levels=[100],
+        num_steps=2,
+        sampler="dpm++2m",
+    )
+    assert cascade.num_classes == 10
+    images = cascade.sample([0, 9], seed=0)
+    assert images.shape == (2, 32, 32, 3)
+    assert np.all(np.isfinite(images)) and np.abs(images).max() <= 1.0
