@@ -14,7 +14,9 @@ measures the stage, not the missing resolution); samples and reference are
 both enlarged to the extractor's input size by pixel repetition. Resumable:
 each setting's figures are written when they are done and not redone.
 `--weights_dtype_check DIR32` also scores a float32 copy of the stage (same
-seed) at the first sampler and NFE, to measure what float16 weights cost.
+seed) at the first sampler and NFE, to measure what float16 weights cost;
+`--real_floor` scores `num_images` real training images the same way: the
+FID a perfect stage would get with this many samples.
 """
 
 import argparse
@@ -146,6 +148,7 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights_dtype_check", default=None, help="a float32 copy of the stage")
+    p.add_argument("--real_floor", action="store_true", help="also score real train images")
     p.add_argument("--out", default="results/fid_vs_nfe")
     args = p.parse_args(argv)
     unknown = set(args.samplers) - set(keras_cdm.models.reverse_process.SAMPLERS)
@@ -188,10 +191,24 @@ def main(argv=None):
             json.dump(results, f, indent=2)
         os.replace(path + ".tmp", path)
         print(f"[fid_vs_nfe] {key}: {results[key]}", flush=True)
+    if args.real_floor and "real" not in results:
+        images, real_labels = evaluate.load_images(
+            args.data, "train", stage.image_size, args.num_images
+        )
+        results["real"] = score(extractor, enlarge(images, size), real_labels, real)
+        with open(path + ".tmp", "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(path + ".tmp", path)
+    floor = (
+        f" Real training images scored the same way (the floor at this sample size): FID "
+        f"{results['real']['fid']:.2f}, class accuracy {results['real']['class_accuracy']:.2f}."
+        if "real" in results
+        else ""
+    )
     meta = (
         f"{args.num_images} samples ({args.num_images // max(stage.num_classes, 1)} per class), "
         f"seed {args.seed}, no guidance; reference: {len(real[0])} test images at "
-        f"{stage.image_size}x{stage.image_size}; features of {args.extractor}."
+        f"{stage.image_size}x{stage.image_size}; features of {args.extractor}." + floor
     )
     samplers = [s for s in keras_cdm.models.reverse_process.SAMPLERS if s in args.samplers]
     table = write_table(args.out, results, samplers, sorted(args.nfe), meta)

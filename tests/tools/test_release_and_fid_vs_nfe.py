@@ -71,11 +71,13 @@ def test_fid_vs_nfe_scores_each_setting_once_and_writes_table_and_plot(tmp_path)
     out = str(tmp_path / "out")
     argv = [release, "--data", "synthetic", "--extractor", clf, "--samplers", "ddim", "dpm++2m"]
     argv += ["--nfe", "2", "3", "--num_images", "20", "--reference_limit", "40", "--out", out]
-    results = fid_vs_nfe.main(argv + ["--weights_dtype_check", full])
+    results = fid_vs_nfe.main(argv + ["--weights_dtype_check", full, "--real_floor"])
+    assert results.pop("real")["num_samples"] == 20
     assert sorted(results) == sorted(
         ["ddim@2", "ddim@3", "ddim@2@float32", "dpm++2m@2", "dpm++2m@3"]
     )
-    assert sorted(results) == sorted(json.load(open(os.path.join(out, "fid_vs_nfe.json"))))
+    on_record = json.load(open(os.path.join(out, "fid_vs_nfe.json")))
+    assert sorted(results) == sorted(set(on_record) - {"real"})
     for r in results.values():
         assert r["num_samples"] == 20 and np.isfinite(r["fid"]) and 0 <= r["class_accuracy"] <= 1
     # Float16 weights draw nearly the same images as float32 ones.
@@ -83,7 +85,7 @@ def test_fid_vs_nfe_scores_each_setting_once_and_writes_table_and_plot(tmp_path)
         results["ddim@2@float32"]["fid"] + 1e-3
     )
     table = open(os.path.join(out, "fid_vs_nfe.md")).read()
-    assert "| dpm++2m |" in table and "NFE 3" in table
+    assert "| dpm++2m |" in table and "NFE 3" in table and "Real training images" in table
     assert open(os.path.join(out, "fid_vs_nfe.svg")).read().count("<polyline") == 2
     # Resumed: settings on record are not sampled again.
     saved = json.load(open(os.path.join(out, "fid_vs_nfe.json")))
