@@ -112,8 +112,8 @@ def write_svg(path, results, samplers, nfes, title):
         f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="black"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="black"/>',
         f'<text x="{(w - right) / 2}" y="{h - 12}">network calls (NFE, log scale)</text>',
-        f'<text x="12" y="{top + 10}" transform="rotate(-90 12 {top + 10})" '
-        f'text-anchor="end">FID</text>',
+        f'<text x="14" y="{(top + h - bottom) / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(top + h - bottom) / 2})">FID</text>',
     ]
     for n in nfes:
         svg.append(f'<text x="{x_of(n) - 8}" y="{h - bottom + 16}">{n}</text>')
