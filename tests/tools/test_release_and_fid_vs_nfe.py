@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(ROOT, "recipes"))
 import evaluate  # noqa: E402
 import fid_vs_nfe  # noqa: E402
 import release_weights  # noqa: E402
+import sr_conditioning_check  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -95,3 +96,20 @@ def test_fid_vs_nfe_scores_each_setting_once_and_writes_table_and_plot(tmp_path)
     assert again["ddim@3"]["fid"] == 123.0 and "ddim@4" in again
     with pytest.raises(SystemExit):
         fid_vs_nfe.main(argv + ["--samplers", "euler"])
+
+
+def test_sr_conditioning_check_reports_both_measurements(tmp_path):
+
+    sr = keras_cdm.DiffusionModel.from_preset(
+        "sr16to32_tiny", network_overrides={"base_channels": 8, "norm_groups": 4}
+    )
+    folder = sr.save_to_preset(str(tmp_path / "sr"), weights="ema")
+    out = sr_conditioning_check.main([folder, "--num_images", "4", "--num_steps", "2"])
+    assert sorted(out["eps_mse"]) == [100, 500, 900]
+    for mse in out["eps_mse"].values():
+        assert mse["own_low_res"] > 0 and mse["other_low_res"] > 0
+    assert 0 < out["sample_vs_low_res"]["own"] < 2
+    base = str(tmp_path / "base")
+    keras_cdm.DiffusionModel.from_preset("base16_tiny").save_to_preset(base)
+    with pytest.raises(ValueError, match="is not a super-resolution stage"):
+        sr_conditioning_check.main([base, "--num_images", "4"])
