@@ -416,6 +416,20 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def grid_low_res(labels, num_classes, size):
+    """Low-resolution shapes for an SR stage's sample grid, in [-1, 1]: image
+    `i` shows class `labels[i]` (the stage is told the class of the image it
+    upsamples), for stages of up to ten classes; other stages get the shapes
+    in the set's order."""
+    shape_classes = min(num_classes, len(keras_cdm.data.CLASS_NAMES))
+    images, shape_labels = keras_cdm.data.synthetic_shapes(
+        len(labels), size, seed=123, num_classes=shape_classes
+    )
+    if num_classes <= shape_classes:
+        images = images[np.argsort(shape_labels, kind="stable")]
+    return images.astype("float32") / 127.5 - 1
+
+
 def write_sample_grid(model, path, num_classes, per_class=4, num_steps=50):
     """A grid of samples: a row per class (an unconditional stage: rows of
     `per_class` samples, as many rows as `num_classes` asks)."""
@@ -425,8 +439,7 @@ def write_sample_grid(model, path, num_classes, per_class=4, num_steps=50):
     given = None if model.unconditional else labels
     count = {"num_images": len(labels)} if model.unconditional else {}
     if isinstance(model, keras_cdm.SuperResDiffusionModel):
-        images, _ = keras_cdm.data.synthetic_shapes(len(labels), model.low_res_size, seed=123)
-        lo = images.astype("float32") / 127.5 - 1
+        lo = grid_low_res(labels, num_classes, model.low_res_size)
         out = model.sample(lo, given, aug_level=0, num_steps=num_steps, seed=0)
         return save_class_grid(path, out, labels, extra_stages=[lo])
     out = model.sample(given, num_steps=num_steps, seed=0, **count)

@@ -76,3 +76,19 @@ def test_bad_resumes_are_refused(tmp_path):
     os.remove(os.path.join(out, "run.json"))
     with pytest.raises(ValueError, match=r"not the stage this command trains.*DiffusionModel"):
         common.main("sr16to32", ["--smoke", "--resume", "--output_dir", out])
+
+
+def test_sr_sample_grid_shows_each_row_its_own_class():
+    # The SR stage is told each image's class: the grid's low-resolution
+    # input i must be a shape of class labels[i] (it once showed class i % 10).
+    common = importlib.import_module("common")
+    np = importlib.import_module("numpy")
+    import keras_cdm
+
+    labels = np.repeat(np.arange(10), 3)
+    lo = common.grid_low_res(labels, 10, 16)
+    images, shape_labels = keras_cdm.data.synthetic_shapes(len(labels), 16, seed=123)
+    rendered = images.astype("float32") / 127.5 - 1
+    for i, image in enumerate(lo):
+        match = [j for j in range(len(rendered)) if np.array_equal(rendered[j], image)]
+        assert len(match) == 1 and shape_labels[match[0]] == labels[i]
