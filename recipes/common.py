@@ -93,6 +93,12 @@ def parse_args(stage, argv=None):
         choices=["gaussian", "blur", "none"],
         help="SR stages: conditioning augmentation (default: the paper's choice)",
     )
+    p.add_argument(
+        "--mean_type",
+        default=None,
+        choices=["epsilon", "v", "x0"],
+        help="what the network predicts (default: the preset's; small/tiny SR presets: v)",
+    )
     p.add_argument("--label_dropout", type=UNIT_INTERVAL, default=0.0)
     p.add_argument(
         "--network",
@@ -222,6 +228,8 @@ def _stage_kwargs(stage, preset, args):
         kwargs["ema_decay"] = args.ema_decay
     if args.augmentation and get_preset(preset).is_super_res:
         kwargs["augmentation"] = args.augmentation
+    if args.mean_type:
+        kwargs["diffusion"] = {"mean_type": args.mean_type}
     return kwargs
 
 
@@ -246,7 +254,14 @@ def check_resumed_model(model, stage, preset, args, output_dir):
     for key, value in network.items():
         if key in found and _plain(found[key]) != _plain(value):
             problems.append(f"network {key}={_plain(found[key])}, expected {_plain(value)}")
-    for key, value in dict(spec.model_kwargs, **_stage_kwargs(stage, preset, args)).items():
+    kwargs = dict(spec.model_kwargs, **_stage_kwargs(stage, preset, args))
+    diffusion = dict(spec.diffusion, **kwargs.pop("diffusion", {}))
+    found_diffusion = model.diffusion.get_config()
+    for key, value in diffusion.items():
+        if key in found_diffusion and found_diffusion[key] != value:
+            flag = f" (--mean_type {found_diffusion[key]})" if key == "mean_type" else ""
+            problems.append(f"diffusion {key}={found_diffusion[key]!r}{flag}, expected {value!r}")
+    for key, value in kwargs.items():
         if key != "seed" and getattr(model, key, value) != value:
             problems.append(f"{key}={getattr(model, key)!r}, expected {value!r}")
     if problems:

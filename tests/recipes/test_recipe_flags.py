@@ -92,3 +92,19 @@ def test_sr_sample_grid_shows_each_row_its_own_class():
     for i, image in enumerate(lo):
         match = [j for j in range(len(rendered)) if np.array_equal(rendered[j], image)]
         assert len(match) == 1 and shape_labels[match[0]] == labels[i]
+
+
+def test_mean_type_flag_trains_it_and_a_resume_must_keep_it(tmp_path):
+    common = importlib.import_module("common")
+    import keras_cdm
+
+    out = str(tmp_path / "run")
+    # The small/tiny SR presets predict v; --mean_type trains another choice.
+    assert keras_cdm.presets.get_preset("sr16to32_tiny").diffusion["mean_type"] == "v"
+    common.main("sr16to32", ["--smoke", "--mean_type", "epsilon", "--output_dir", out])
+    model = keras_cdm.models.load_stage(os.path.join(out, "checkpoint.keras"), compile=False)
+    assert model.diffusion.mean_type == "epsilon"
+    with pytest.raises(
+        ValueError, match=r"mean_type='epsilon' \(--mean_type epsilon\), expected 'v'"
+    ):
+        common.main("sr16to32", ["--smoke", "--train_steps", "8", "--resume", "--output_dir", out])
