@@ -109,6 +109,21 @@ def test_sr_conditioning_check_reports_both_measurements(tmp_path):
     for mse in out["eps_mse"].values():
         assert mse["own_low_res"] > 0 and mse["other_low_res"] > 0
     assert 0 < out["sample_vs_low_res"]["own"] < 2
+    assert sorted(out["x0_vs_low_res"]) == [100, 500, 900]
+    # The network output is read by its mean_type. Untrained, it outputs 0
+    # whatever the input: ε = 0 (MSE near 1), or v = 0, i.e. ε = √(1−ᾱ) x_t,
+    # close to the true ε at t = 900; own and other inputs agree exactly.
+    for mean_type, low, high in (("epsilon", 0.8, 1.2), ("v", 0.0, 0.1)):
+        net = keras_cdm.DiffusionModel.from_preset(
+            "sr16to32_tiny",
+            network_overrides={"base_channels": 8, "norm_groups": 4},
+            diffusion={"mean_type": mean_type},
+        )
+        folder = net.save_to_preset(str(tmp_path / mean_type), weights="ema")
+        out = sr_conditioning_check.main([folder, "--num_images", "4", "--num_steps", "2"])
+        assert out["mean_type"] == mean_type
+        mse = out["eps_mse"][900]
+        assert low < mse["own_low_res"] == mse["other_low_res"] < high
     base = str(tmp_path / "base")
     keras_cdm.DiffusionModel.from_preset("base16_tiny").save_to_preset(base)
     with pytest.raises(ValueError, match="is not a super-resolution stage"):
