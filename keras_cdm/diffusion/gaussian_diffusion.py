@@ -161,6 +161,13 @@ class GaussianDiffusion:
         exp_neg_h = alpha * sigma_prev / (sigma * alpha_prev)  # e^{λ_t - λ_{t-1}}
         self.dpm_coef_x = sigma_prev / sigma
         self.dpm_coef_d = alpha_prev * (1.0 - exp_neg_h)
+        # SDE-DPM-Solver++(2M) (Lu et al. 2022, Appendix; diffusers'
+        # "sde-dpmsolver++"): the same D_t, and
+        # x_{t-1} = (σ_{t-1}/σ_t) e^{-h} x_t + α_{t-1} (1 - e^{-2h}) D_t
+        #           + σ_{t-1} sqrt(1 - e^{-2h}) z.
+        self.dpm_sde_coef_x = sigma_prev / sigma * exp_neg_h
+        self.dpm_sde_coef_d = alpha_prev * (1.0 - exp_neg_h**2)
+        self.dpm_sde_coef_noise = sigma_prev * np.sqrt(np.maximum(1.0 - exp_neg_h**2, 0.0))
         lam = np.log(alpha) - np.log(sigma)
         with np.errstate(divide="ignore"):
             h = -np.log(exp_neg_h)  # inf at the last step
@@ -426,13 +433,18 @@ class GaussianDiffusion:
         nonzero = ops.cast(ops.reshape(t, (-1, 1, 1, 1)) > 0, "float32")
         return mean + nonzero * sigma * noise, out["pred_x0"]
 
-    def dpm_solver_2m_step(self, model_output, x_t, t, prev_x0, second_order, clip_denoised=True):
-        """One DPM-Solver++(2M) step x_t → x_{t-1} (deterministic, multistep).
+    def dpm_solver_2m_step(
+        self, model_output, x_t, t, prev_x0, second_order, clip_denoised=True, noise=None
+    ):
+        """One DPM-Solver++(2M) step x_t → x_{t-1} (multistep); deterministic,
+        or SDE-DPM-Solver++(2M) when `noise` is given.
 
         Args:
             prev_x0: the x0 prediction of the step before (at t + 1).
             second_order: float 0 or 1. `0` for the first step, which has
-                no previous prediction (a DDIM step then).
+                no previous prediction (a first-order step then).
+            noise: standard-normal tensor like `x_t`, or None for the
+                deterministic solver.
 
         Returns:
             `(x_prev, pred_x0)`.
@@ -442,9 +454,14 @@ class GaussianDiffusion:
         x0 = out["pred_x0"]
         half_inv_r = self._extract(self.dpm_half_inv_r, t, x_t)
         d = x0 + ops.cast(second_order, "float32") * half_inv_r * (x0 - prev_x0)
-        coef_x = self._extract(self.dpm_coef_x, t, x_t)
-        coef_d = self._extract(self.dpm_coef_d, t, x_t)
-        return coef_x * x_t + coef_d * d, x0
+        if noise is None:
+            coef_x = self._extract(self.dpm_coef_x, t, x_t)
+            coef_d = self._extract(self.dpm_coef_d, t, x_t)
+            return coef_x * x_t + coef_d * d, x0
+        coef_x = self._extract(self.dpm_sde_coef_x, t, x_t)
+        coef_d = self._extract(self.dpm_sde_coef_d, t, x_t)
+        coef_noise = self._extract(self.dpm_sde_coef_noise, t, x_t)
+        return coef_x * x_t + coef_d * d + coef_noise * ops.cast(noise, "float32"), x0
 
     # ------------------------------------------------------------------
     # Losses

@@ -13,7 +13,9 @@ from keras_cdm.backend import random_normal
 from keras_cdm.utils.seeds import ImageNoise
 from keras_cdm.utils.validation import check_positive_int
 
-SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+SAMPLERS = ("ddpm", "ddim", "dpm++2m", "dpm++2m_sde")
+# Multistep DPM-Solver++ samplers: they carry the previous x0 prediction.
+DPM_SAMPLERS = ("dpm++2m", "dpm++2m_sde")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,9 +25,11 @@ class SamplerSettings:
 
     Args:
         num_steps: int or None. Respaced steps (`None`: all `T`).
-        sampler: str. `"ddpm"` (ancestral), `"ddim"` or `"dpm++2m"`
+        sampler: str. `"ddpm"` (ancestral), `"ddim"`, `"dpm++2m"`
             (DPM-Solver++(2M), Lu et al. 2022: deterministic, second-order
-            multistep; good samples in 10-25 steps).
+            multistep; good samples in 10-25 steps) or `"dpm++2m_sde"` (its
+            stochastic form, SDE-DPM-Solver++(2M): fresh noise every step,
+            like DDPM).
         eta: float. DDIM stochasticity (>= 0; `"ddim"` only). Defaults to `0.0`.
         clip_denoised: bool. Clip the predicted x0 to [-1, 1].
         guidance_scale: float. Classifier-free guidance weight (>= 0); `1`
@@ -52,7 +56,7 @@ class SamplerSettings:
                 f"`sampler` must be one of {SAMPLERS}. Received: sampler={self.sampler!r}"
             )
         check_positive_int("num_steps", self.num_steps, allow_none=True)
-        if self.sampler == "dpm++2m" and isinstance(self.eta, numbers.Real) and self.eta != 0:
+        if self.sampler in DPM_SAMPLERS and isinstance(self.eta, numbers.Real) and self.eta != 0:
             raise ValueError(
                 f"`eta` is DDIM's stochasticity; sampler={self.sampler!r} takes none. "
                 f"Received: eta={self.eta!r}"
@@ -171,7 +175,7 @@ class StageSampler:
         self.last_index = 1 if stop_at > 0 else 0
         self.network = model.ema_network if settings.use_ema else model.network
         self.trace_count = 0
-        step_fn = self._dpm_step_fn if self.sampler == "dpm++2m" else self._step_fn
+        step_fn = self._dpm_step_fn if self.sampler in DPM_SAMPLERS else self._step_fn
         self._step = compile_stateful(step_fn, self.network.variables, [])
 
     @property
@@ -193,8 +197,8 @@ class StageSampler:
     @property
     def draws_noise(self):
         """Whether a step uses fresh noise (not for deterministic DDIM, nor
-        DPM-Solver++)."""
-        return self.sampler == "ddpm" or (self.sampler == "ddim" and self.eta > 0)
+        the deterministic DPM-Solver++)."""
+        return self.sampler in ("ddpm", "dpm++2m_sde") or (self.sampler == "ddim" and self.eta > 0)
 
     def _step_fn(self, x, i, labels, conditioning, noise):
         self.trace_count += 1
@@ -208,14 +212,20 @@ class StageSampler:
             x_prev, _ = self.diffusion.ddim_step(out, x, t, noise, self.eta, self.clip_denoised)
         return x_prev
 
-    def _dpm_step_fn(self, x, i, labels, conditioning, prev_x0, second_order):
+    def _dpm_step_fn(self, x, i, labels, conditioning, prev_x0, second_order, noise):
         self.trace_count += 1
         t = ops.full(ops.shape(labels), i, dtype="int32")
         inputs = {"x_t": x, "t": self.diffusion.original_timesteps(t), "labels": labels}
         inputs.update(conditioning)
         out = self._model_output(inputs)
         return self.diffusion.dpm_solver_2m_step(
-            out, x, t, prev_x0, second_order, self.clip_denoised
+            out,
+            x,
+            t,
+            prev_x0,
+            second_order,
+            self.clip_denoised,
+            noise if self.sampler == "dpm++2m_sde" else None,
         )
 
     def run(self, labels, conditioning, seed, image_indices=None, noise=None, verbose=False):
@@ -254,14 +264,14 @@ class StageSampler:
         zeros = None if self.draws_noise else ops.zeros_like(x)
         steps = list(range(self.diffusion.num_timesteps - 1, self.last_index - 1, -1))
         progbar = keras.utils.Progbar(len(steps), unit_name="step") if verbose else None
-        prev_x0 = zeros  # DPM-Solver++(2M): the previous step's x0 prediction
+        prev_x0 = ops.zeros_like(x)  # DPM-Solver++(2M): the previous step's x0 prediction
         for n, i in enumerate(steps):
             step = ops.convert_to_tensor(i, "int32")
-            if self.sampler == "dpm++2m":
+            eps = ops.convert_to_tensor(streams.normal(image_shape)) if zeros is None else zeros
+            if self.sampler in DPM_SAMPLERS:
                 second = ops.convert_to_tensor(float(n > 0), "float32")
-                x, prev_x0 = self._step(x, step, labels, conditioning, prev_x0, second)
+                x, prev_x0 = self._step(x, step, labels, conditioning, prev_x0, second, eps)
             else:
-                eps = ops.convert_to_tensor(streams.normal(image_shape)) if zeros is None else zeros
                 x = self._step(x, step, labels, conditioning, eps)
             if progbar is not None:
                 progbar.update(n + 1)

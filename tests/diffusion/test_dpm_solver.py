@@ -1,6 +1,8 @@
-"""DPM-Solver++(2M): against an independent float64 NumPy implementation,
-against diffusers' `DPMSolverMultistepScheduler` (when installed), exact on a
-perfect predictor (full and truncated chains), and through `sample`."""
+"""DPM-Solver++(2M) and its stochastic form SDE-DPM-Solver++(2M): against an
+independent float64 NumPy implementation, against diffusers'
+`DPMSolverMultistepScheduler` (when installed; the same noise fed to both),
+exact on a perfect predictor (full and truncated chains), and through
+`sample`."""
 
 import keras
 import numpy as np
@@ -21,10 +23,12 @@ def fake_eps(x, t):
     return 0.3 * np.tanh(x) * (1.0 + t / T) + 0.1 * np.sin(3.0 * x + t / 100.0)
 
 
-def run_ours(diffusion, x, mean_type="epsilon"):
-    """Our step over a whole respaced chain; returns every x along the way."""
+def run_ours(diffusion, x, mean_type="epsilon", noises=None):
+    """Our step over a whole respaced chain (SDE form when `noises`, one
+    array per step, are given); returns every x along the way."""
     xs, prev_x0 = [x], np.zeros_like(x)
     for n, i in enumerate(range(diffusion.num_timesteps - 1, -1, -1)):
+        noise = None if noises is None else ops.convert_to_tensor(noises[n].astype("float32"))
         t = np.full((len(x),), i, "int32")
         orig = diffusion.timestep_map[i]
         eps = fake_eps(xs[-1], orig)
@@ -41,15 +45,18 @@ def run_ours(diffusion, x, mean_type="epsilon"):
             ops.convert_to_tensor(prev_x0.astype("float32")),
             float(n > 0),
             clip_denoised=False,
+            noise=noise,
         )
         xs.append(to_numpy(x_prev).astype("float64"))
         prev_x0 = to_numpy(x0).astype("float64")
     return xs
 
 
-def run_reference(alphas_cumprod, timesteps, x):
+def run_reference(alphas_cumprod, timesteps, x, noises=None):
     """DPM-Solver++(2M) written from the paper's Algorithm 2 in float64,
-    with λ explicitly; the last step goes to σ = 0 at first order."""
+    with λ explicitly; the last step goes to σ = 0 at first order. With
+    `noises`, SDE-DPM-Solver++(2M): x' = (σ'/σ) e^{-h} x + α'(1 - e^{-2h}) D
+    + σ' sqrt(1 - e^{-2h}) z."""
     xs, prev, h_prev = [x], None, None
     for k, t in enumerate(timesteps):
         a_t, s_t = np.sqrt(alphas_cumprod[t]), np.sqrt(1 - alphas_cumprod[t])
@@ -59,7 +66,14 @@ def run_reference(alphas_cumprod, timesteps, x):
             a_n, s_n = np.sqrt(alphas_cumprod[nxt]), np.sqrt(1 - alphas_cumprod[nxt])
             h = np.log(a_n / s_n) - np.log(a_t / s_t)
             d = x0 if prev is None else x0 + (x0 - prev) * h / (2 * h_prev)
-            x_new = (s_n / s_t) * xs[-1] - a_n * np.expm1(-h) * d
+            if noises is None:
+                x_new = (s_n / s_t) * xs[-1] - a_n * np.expm1(-h) * d
+            else:
+                x_new = (
+                    (s_n / s_t) * np.exp(-h) * xs[-1]
+                    - a_n * np.expm1(-2 * h) * d
+                    + s_n * np.sqrt(-np.expm1(-2 * h)) * noises[k]
+                )
             h_prev = h
         else:
             x_new = x0  # σ_next = 0: x = α·x0 with α = 1
@@ -68,41 +82,50 @@ def run_reference(alphas_cumprod, timesteps, x):
     return xs
 
 
+@pytest.mark.parametrize("sde", [False, True])
 @pytest.mark.parametrize("mean_type", ["epsilon", "v"])
-def test_matches_a_float64_reference(mean_type):
+def test_matches_a_float64_reference(mean_type, sde):
     base = GaussianDiffusion("cosine", T, mean_type=mean_type)
     timesteps = np.array([0, 30, 120, 300, 520, 760, 999])
     diffusion = base.respace(timesteps=timesteps)
-    x = np.random.default_rng(0).normal(size=(2, 4, 4, 3))
-    ours = run_ours(diffusion, x, mean_type)
-    ref = run_reference(base.alphas_cumprod, timesteps[::-1], x)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 4, 4, 3))
+    noises = rng.normal(size=(len(timesteps), 2, 4, 4, 3)) if sde else None
+    ours = run_ours(diffusion, x, mean_type, noises)
+    ref = run_reference(base.alphas_cumprod, timesteps[::-1], x, noises)
     for a, b in zip(ours, ref):
         np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
+    if sde:  # the noise matters: the deterministic chain ends elsewhere
+        assert np.abs(ours[-2] - run_ours(diffusion, x, mean_type)[-2]).max() > 1e-2
 
 
+@pytest.mark.parametrize("algorithm", ["dpmsolver++", "sde-dpmsolver++"])
 @pytest.mark.parametrize("num_steps", [5, 20])
-def test_matches_diffusers_dpm_solver_multistep(num_steps):
+def test_matches_diffusers_dpm_solver_multistep(num_steps, algorithm):
     diffusers = pytest.importorskip("diffusers", reason="diffusers is a test/benchmark extra")
     torch = pytest.importorskip("torch")
     base = GaussianDiffusion("linear", T)
     scheduler = diffusers.DPMSolverMultistepScheduler(
         num_train_timesteps=T,
         trained_betas=base.betas,
-        algorithm_type="dpmsolver++",
+        algorithm_type=algorithm,
         solver_order=2,
         prediction_type="epsilon",
         final_sigmas_type="zero",
     )
     scheduler.set_timesteps(num_steps)
     timesteps = scheduler.timesteps.numpy()
-    x = np.random.default_rng(1).normal(size=(2, 4, 4, 3))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 4, 4, 3))
+    noises = rng.normal(size=(num_steps, 2, 4, 4, 3)) if algorithm.startswith("sde") else None
     theirs = [x]
     sample = torch.tensor(x, dtype=torch.float64)
-    for t in scheduler.timesteps:
+    for n, t in enumerate(scheduler.timesteps):
         eps = torch.tensor(fake_eps(sample.numpy(), int(t)), dtype=torch.float64)
-        sample = scheduler.step(eps, t, sample).prev_sample
+        noise = None if noises is None else torch.tensor(noises[n])
+        sample = scheduler.step(eps, t, sample, variance_noise=noise).prev_sample
         theirs.append(sample.numpy())
-    ours = run_ours(base.respace(timesteps=np.sort(timesteps)), x)
+    ours = run_ours(base.respace(timesteps=np.sort(timesteps)), x, noises=noises)
     assert len(ours) == len(theirs) == num_steps + 1
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, atol=3e-4, rtol=1e-4)
@@ -157,3 +180,26 @@ def test_sample_with_dpm_solver_guidance_and_truncation():
     assert sampler.diffusion.timestep_map[0] == 19 and sampler.num_steps == 8
     with pytest.raises(ValueError, match="`eta` is DDIM's stochasticity"):
         keras_cdm.models.SamplerSettings(sampler="dpm++2m", eta=0.5)
+
+
+def test_sample_with_the_sde_solver_draws_per_image_noise():
+    keras.utils.set_random_seed(0)
+    net = keras_cdm.UNet(**micro_network_config(learn_sigma=True))
+    model = keras_cdm.DiffusionModel(
+        net, diffusion={"num_timesteps": 100, "var_type": "learned_range"}, label_dropout=0.1
+    )
+    labels = np.array([0, 1, 2])
+    kw = dict(num_steps=8, sampler="dpm++2m_sde", guidance_scale=2.0)
+    a = model.sample(labels, seed=0, **kw)
+    assert a.shape == (3, 8, 8, 3) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, model.sample(labels, seed=0, **kw))
+    # Fresh noise every step: the same x_T gives another image than the ODE's.
+    ode = model.sample(labels, seed=0, num_steps=8, sampler="dpm++2m", guidance_scale=2.0)
+    assert np.abs(a - ode).max() > 1e-3
+    # Image i draws from its own stream: the same image in a smaller batch.
+    alone = model.sample(labels[1:2], seed=0, image_indices=[1], **kw)
+    np.testing.assert_allclose(alone[0], a[1], atol=1e-5)
+    z = model.sample(labels, seed=0, num_steps=8, sampler="dpm++2m_sde", stop_at=20)
+    assert np.isfinite(z).all()
+    with pytest.raises(ValueError, match="`eta` is DDIM's stochasticity"):
+        keras_cdm.models.SamplerSettings(sampler="dpm++2m_sde", eta=0.5)
