@@ -161,8 +161,9 @@ class GaussianDiffusion:
         exp_neg_h = alpha * sigma_prev / (sigma * alpha_prev)  # e^{λ_t - λ_{t-1}}
         self.dpm_coef_x = sigma_prev / sigma
         self.dpm_coef_d = alpha_prev * (1.0 - exp_neg_h)
-        # SDE-DPM-Solver++(2M) (Lu et al. 2022, Appendix; diffusers'
-        # "sde-dpmsolver++"): the same D_t, and
+        # SDE-DPM-Solver++(2M), the stochastic form that diffusers implements
+        # as algorithm_type="sde-dpmsolver++" (order 2, midpoint): the same
+        # D_t, and
         # x_{t-1} = (σ_{t-1}/σ_t) e^{-h} x_t + α_{t-1} (1 - e^{-2h}) D_t
         #           + σ_{t-1} sqrt(1 - e^{-2h}) z.
         self.dpm_sde_coef_x = sigma_prev / sigma * exp_neg_h
