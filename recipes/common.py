@@ -177,12 +177,20 @@ def add_sampling_flags(p):
         default=[0.0],
         help="DDIM eta, one for all stages or one per stage",
     )
+    p.add_argument(
+        "--spacing",
+        nargs="+",
+        default=["uniform"],
+        choices=list(keras_cdm.models.reverse_process.SPACINGS),
+        help="which timesteps --num_steps visits: uniform or quadratic (dense at low noise), "
+        "one for all stages or one per stage",
+    )
 
 
 def sampling_kwargs(args, num_stages):
     """`CascadeSampler` keyword arguments from `add_sampling_flags`' flags."""
     out = {}
-    for name in ("num_steps", "sampler", "guidance_scale", "eta"):
+    for name in ("num_steps", "sampler", "guidance_scale", "eta", "spacing"):
         values = getattr(args, name)
         if values is None:
             out[name] = None

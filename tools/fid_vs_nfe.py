@@ -7,6 +7,8 @@ class-conditional base stage: a table (Markdown + JSON) and a plot (SVG).
         --out results/fid_vs_nfe
 
 Every sampler here calls the network once per step, so NFE = `num_steps`.
+`--spacings uniform quadratic` adds a row per sampler with quadratically
+spaced timesteps (`SAMPLER/quadratic`, dashed in the plot).
 All settings draw the same images' noise (same seed, per-image streams), with
 the same labels (`i % classes`) and no guidance. The reference is the test
 split brought to the stage's resolution by the training pipeline (so the FID
@@ -36,6 +38,11 @@ from keras_cdm import evaluation as ev  # noqa: E402
 from keras_cdm.utils.images import to_uint8  # noqa: E402
 
 COLOURS = {"ddpm": "#1f77b4", "ddim": "#ff7f0e", "dpm++2m": "#2ca02c", "dpm++2m_sde": "#d62728"}
+
+
+def row_label(sampler, spacing):
+    """A row of the table: the sampler, with its spacing unless uniform."""
+    return sampler if spacing == "uniform" else f"{sampler}/{spacing}"
 
 
 def enlarge(images, size):
@@ -93,7 +100,7 @@ def write_svg(path, results, samplers, nfes, title):
     fids = [f for pts in points.values() for _, f in pts]
     if not fids:
         return None
-    w, h, left, right, top, bottom = 520, 340, 60, 120, 30, 50
+    w, h, left, right, top, bottom = 580, 340, 60, 180, 30, 50
     lo, hi = 0.0, max(fids) * 1.1
     xs = np.log(np.asarray(nfes, float))
 
@@ -124,9 +131,12 @@ def write_svg(path, results, samplers, nfes, title):
             f'<line x1="{left}" y1="{y_of(f)}" x2="{w - right}" y2="{y_of(f)}" stroke="#ddd"/>'
         )
     for k, (s, pts) in enumerate(points.items()):
-        colour = COLOURS.get(s, "black")
+        colour = COLOURS.get(s.split("/")[0], "black")
+        dash = ' stroke-dasharray="6,3"' if "/" in s else ""
         coords = " ".join(f"{x_of(n):.1f},{y_of(f):.1f}" for n, f in pts)
-        svg.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        svg.append(
+            f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
+        )
         for n, f in pts:
             svg.append(f'<circle cx="{x_of(n):.1f}" cy="{y_of(f):.1f}" r="3" fill="{colour}"/>')
         svg.append(f'<text x="{w - right + 10}" y="{top + 20 + 18 * k}" fill="{colour}">{s}</text>')
@@ -146,6 +156,13 @@ def main(argv=None):
         nargs="+",
         default=["ddpm", "ddim", "dpm++2m", "dpm++2m_sde"],
         choices=list(keras_cdm.models.reverse_process.SAMPLERS),
+    )
+    p.add_argument(
+        "--spacings",
+        nargs="+",
+        default=["uniform"],
+        choices=list(keras_cdm.models.reverse_process.SPACINGS),
+        help="timestep spacings; a row per sampler and spacing (quadratic rows: SAMPLER/quadratic)",
     )
     p.add_argument("--nfe", type=int, nargs="+", default=[10, 20, 50, 100])
     p.add_argument("--num_images", type=int, default=1000)
@@ -175,15 +192,18 @@ def main(argv=None):
     path = os.path.join(args.out, "fid_vs_nfe.json")
     results = json.load(open(path)) if os.path.isfile(path) else {}
     # Run in the order given (NFE first), show in sampler and NFE order.
-    runs = [(s, n, args.stage) for n in args.nfe for s in args.samplers]
+    runs = [(s, sp, n, args.stage) for n in args.nfe for sp in args.spacings for s in args.samplers]
     if args.weights_dtype_check:
-        runs.append((args.samplers[0], args.nfe[0], args.weights_dtype_check))
-    for sampler, nfe, stage_path in runs:
-        key = f"{sampler}@{nfe}" + ("" if stage_path == args.stage else "@float32")
+        runs.append((args.samplers[0], args.spacings[0], args.nfe[0], args.weights_dtype_check))
+    for sampler, spacing, nfe, stage_path in runs:
+        key = f"{row_label(sampler, spacing)}@{nfe}"
+        key += "" if stage_path == args.stage else "@float32"
         if key in results:
             continue
         start = time.time()
-        sampling = keras_cdm.CascadeSampler([stage_path], num_steps=nfe, sampler=sampler)
+        sampling = keras_cdm.CascadeSampler(
+            [stage_path], num_steps=nfe, sampler=sampler, spacing=spacing
+        )
         images = sampling.sample(labels, seed=args.seed, batch_size=args.batch_size)
         results[key] = dict(
             score(extractor, enlarge(to_uint8(images), size), labels, real),
@@ -212,7 +232,12 @@ def main(argv=None):
         f"seed {args.seed}, no guidance; reference: {len(real[0])} test images at "
         f"{stage.image_size}x{stage.image_size}; features of {args.extractor}." + floor
     )
-    samplers = [s for s in keras_cdm.models.reverse_process.SAMPLERS if s in args.samplers]
+    samplers = [
+        row_label(s, sp)
+        for sp in args.spacings
+        for s in keras_cdm.models.reverse_process.SAMPLERS
+        if s in args.samplers
+    ]
     table = write_table(args.out, results, samplers, sorted(args.nfe), meta)
     svg = write_svg(
         os.path.join(args.out, "fid_vs_nfe.svg"),

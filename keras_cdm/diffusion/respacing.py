@@ -67,3 +67,27 @@ def _check_count(count, available):
             f"Cannot keep {count} steps out of {available}: a respacing keeps "
             f"at most as many steps as exist. Received: count={count}"
         )
+
+
+def quadratic_timesteps(start, end, count):
+    """`count` distinct timesteps from `start` to `end`, quadratically spaced:
+    dense at low noise, sparse at high noise (DDIM's "quad" spacing, Song et
+    al. 2021, over the whole range).
+
+    Step `i` of `count` sits at `start + (end - start) (i / (count - 1))^2`,
+    rounded; where rounding would merge neighbours the steps are kept
+    distinct by taking the next free one.
+
+    Example:
+
+    >>> keras_cdm.diffusion.respacing.quadratic_timesteps(0, 999, 6)
+    array([  0,  40, 160, 360, 639, 999])
+    """
+    _check_count(count, end - start + 1)
+    if count == 1:
+        return np.array([end], dtype=np.int64)
+    u = np.linspace(0.0, 1.0, count)
+    steps = np.round(start + (end - start) * u**2).astype(np.int64)
+    for i in range(1, count):  # distinct, increasing
+        steps[i] = max(steps[i], steps[i - 1] + 1)
+    return np.minimum(steps, end - (count - 1 - np.arange(count)))

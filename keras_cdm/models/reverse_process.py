@@ -16,6 +16,7 @@ from keras_cdm.utils.validation import check_positive_int
 SAMPLERS = ("ddpm", "ddim", "dpm++2m", "dpm++2m_sde")
 # Multistep DPM-Solver++ samplers: they carry the previous x0 prediction.
 DPM_SAMPLERS = ("dpm++2m", "dpm++2m_sde")
+SPACINGS = ("uniform", "quadratic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,11 @@ class SamplerSettings:
         guidance_scale: float. Classifier-free guidance weight (>= 0); `1`
             disables it. Needs a stage trained with `label_dropout > 0`.
         use_ema: bool. Sample with the EMA weights. Defaults to `True`.
+        spacing: str. Which `num_steps` of the `T` steps are visited:
+            `"uniform"` (evenly spaced, the default) or `"quadratic"` (dense
+            at low noise, sparse at high noise; DDIM's "quad"). With few
+            steps, quadratic spacing gave the released CIFAR-10 base a much
+            lower FID (README, Results).
 
     Example:
 
@@ -49,11 +55,16 @@ class SamplerSettings:
     clip_denoised: bool = True
     guidance_scale: float = 1.0
     use_ema: bool = True
+    spacing: str = "uniform"
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(
                 f"`sampler` must be one of {SAMPLERS}. Received: sampler={self.sampler!r}"
+            )
+        if self.spacing not in SPACINGS:
+            raise ValueError(
+                f"`spacing` must be one of {SPACINGS}. Received: spacing={self.spacing!r}"
             )
         check_positive_int("num_steps", self.num_steps, allow_none=True)
         if self.sampler in DPM_SAMPLERS and isinstance(self.eta, numbers.Real) and self.eta != 0:
@@ -113,21 +124,30 @@ class SamplerSettings:
         return [cls(**{k: v[i] for k, v in columns.items()}) for i in range(num_stages)]
 
 
-def truncated_timesteps(num_timesteps, num_steps, stop_at):
+def truncated_timesteps(num_timesteps, num_steps, stop_at, spacing="uniform"):
     """Original timesteps a (respaced) reverse process visits.
 
     With `stop_at = s > 0` (paper's 1-indexed level) the kept steps run from
     `T - 1` down to `s - 1`, the 0-indexed step whose sample is z_s, and the
     process stops there; with `s = 0` they include step 0 and the process runs
-    to z_0.
+    to z_0. `spacing`: `"uniform"` (evenly spaced, Improved DDPM's
+    respacing) or `"quadratic"` (dense at low noise,
+    `keras_cdm.diffusion.respacing.quadratic_timesteps`).
     """
+    from keras_cdm.diffusion.respacing import quadratic_timesteps
     from keras_cdm.diffusion.respacing import space_timesteps
 
+    if spacing not in SPACINGS:
+        raise ValueError(f"`spacing` must be one of {SPACINGS}. Received: spacing={spacing!r}")
     if stop_at == 0:
+        if spacing == "quadratic":
+            return quadratic_timesteps(0, num_timesteps - 1, num_steps or num_timesteps)
         return space_timesteps(num_timesteps, num_steps or num_timesteps)
     start = stop_at - 1
     available = num_timesteps - start
     count = min(num_steps + 1, available) if num_steps else available
+    if spacing == "quadratic":
+        return quadratic_timesteps(start, num_timesteps - 1, count)
     return np.unique(np.round(np.linspace(start, num_timesteps - 1, count)).astype(np.int64))
 
 
@@ -165,7 +185,7 @@ class StageSampler:
         self.settings = settings
         self.model = model
         self.diffusion = model.diffusion.respace(
-            timesteps=truncated_timesteps(T, num_steps, stop_at)
+            timesteps=truncated_timesteps(T, num_steps, stop_at, settings.spacing)
         )
         self.sampler = settings.sampler
         self.eta = float(settings.eta)

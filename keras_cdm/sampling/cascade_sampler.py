@@ -55,14 +55,17 @@ class CascadeSampler:
             `s` and hands `z_s` on; `"non_truncated"`: it runs to `z_0`, then
             `z_s ~ q(z_s | z_0)`. Defaults to `"non_truncated"`.
         num_steps: int, None or list per stage. Respaced steps (`None`: all).
-        sampler: str or list per stage. `"ddpm"` or `"ddim"`.
+        sampler: str or list per stage. `"ddpm"`, `"ddim"`, `"dpm++2m"` or
+            `"dpm++2m_sde"` (see `keras_cdm.models.SamplerSettings`).
         guidance_scale: float or list per stage. `1` disables guidance.
         eta: float or list per stage. DDIM stochasticity.
         clip_denoised: bool or list per stage.
         use_ema: bool or list per stage. Sample with EMA weights.
+        spacing: str or list per stage. `"uniform"` or `"quadratic"`
+            timesteps.
         verbose: bool. Progress bars per stage.
         settings: list of `keras_cdm.models.SamplerSettings`, one per stage,
-            instead of the six arguments above.
+            instead of the seven arguments above.
 
     Example:
 
@@ -87,6 +90,7 @@ class CascadeSampler:
         eta=0.0,
         clip_denoised=True,
         use_ema=True,
+        spacing="uniform",
         verbose=False,
         settings=None,
     ):
@@ -152,6 +156,7 @@ class CascadeSampler:
                 eta=eta,
                 clip_denoised=clip_denoised,
                 use_ema=use_ema,
+                spacing=spacing,
             )
         settings = [SamplerSettings.resolve(s) for s in _per_stage("settings", settings, n)]
         for k, (stage, st) in enumerate(zip(stages, settings)):

@@ -223,6 +223,20 @@ def test_space_timesteps_sections_and_ddim():
     np.testing.assert_array_equal(space_timesteps(1000, "ddim10"), np.arange(0, 1000, 100))
 
 
+def test_quadratic_timesteps_are_distinct_and_dense_at_low_noise():
+    from keras_cdm.diffusion.respacing import quadratic_timesteps
+
+    np.testing.assert_array_equal(quadratic_timesteps(0, 999, 6), [0, 40, 160, 360, 639, 999])
+    for start, end, count in [(0, 999, 20), (0, 999, 100), (124, 999, 21), (0, 9, 10)]:
+        steps = quadratic_timesteps(start, end, count)
+        assert len(steps) == count and steps[0] == start and steps[-1] == end
+        assert np.all(np.diff(steps) >= 1)
+    gaps = np.diff(quadratic_timesteps(0, 999, 20))
+    assert gaps[0] < 5 and gaps[-1] > 90  # dense at low noise, sparse at high
+    with pytest.raises(ValueError, match="Cannot keep 11 steps out of 10"):
+        quadratic_timesteps(0, 9, 11)
+
+
 def test_respacing_errors():
     with pytest.raises(ValueError, match="at most as many steps"):
         space_timesteps(10, 11)

@@ -203,3 +203,26 @@ def test_sample_with_the_sde_solver_draws_per_image_noise():
     assert np.isfinite(z).all()
     with pytest.raises(ValueError, match="`eta` is DDIM's stochasticity"):
         keras_cdm.models.SamplerSettings(sampler="dpm++2m_sde", eta=0.5)
+
+
+@pytest.mark.parametrize("stop_at", [0, 250])
+def test_quadratic_spacing_visits_its_steps_and_stops_at_the_level(stop_at):
+    keras.utils.set_random_seed(0)
+    net = keras_cdm.UNet(**micro_network_config(learn_sigma=True))
+    model = keras_cdm.DiffusionModel(
+        net, diffusion={"num_timesteps": 1000, "var_type": "learned_range"}
+    )
+    settings = keras_cdm.models.SamplerSettings(num_steps=10, spacing="quadratic")
+    sampler = model.stage_sampler(settings, stop_at=stop_at)
+    visited = sampler.diffusion.timestep_map
+    first = stop_at - 1 if stop_at else 0
+    assert visited[0] == first and visited[-1] == 999 and sampler.num_steps == 10
+    assert np.diff(visited)[0] < np.diff(visited)[-1]  # dense at low noise
+    uniform = model.stage_sampler(keras_cdm.models.SamplerSettings(num_steps=10), stop_at)
+    assert uniform.num_steps == 10 and not np.array_equal(uniform.diffusion.timestep_map, visited)
+    labels = np.array([0, 1])
+    a = model.sample(labels, seed=0, num_steps=10, sampler="dpm++2m_sde", spacing="quadratic")
+    b = model.sample(labels, seed=0, num_steps=10, sampler="dpm++2m_sde")
+    assert np.isfinite(a).all() and np.abs(a - b).max() > 1e-3
+    with pytest.raises(ValueError, match="`spacing` must be one of"):
+        keras_cdm.models.SamplerSettings(spacing="karras")

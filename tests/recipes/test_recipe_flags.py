@@ -108,3 +108,16 @@ def test_mean_type_flag_trains_it_and_a_resume_must_keep_it(tmp_path):
         ValueError, match=r"mean_type='epsilon' \(--mean_type epsilon\), expected 'v'"
     ):
         common.main("sr16to32", ["--smoke", "--train_steps", "8", "--resume", "--output_dir", out])
+
+
+def test_spacing_flag_takes_one_value_or_one_per_stage(capsys):
+    common = importlib.import_module("common")
+    p = __import__("argparse").ArgumentParser()
+    common.add_sampling_flags(p)
+    one = common.sampling_kwargs(p.parse_args(["--spacing", "quadratic"]), 2)
+    assert one["spacing"] == "quadratic"
+    both = common.sampling_kwargs(p.parse_args(["--spacing", "quadratic", "uniform"]), 2)
+    assert both["spacing"] == ["quadratic", "uniform"]
+    with pytest.raises(SystemExit):
+        p.parse_args(["--spacing", "karras"])
+    assert "--spacing: invalid choice: 'karras'" in capsys.readouterr().err

@@ -96,6 +96,11 @@ def test_fid_vs_nfe_scores_each_setting_once_and_writes_table_and_plot(tmp_path)
     json.dump(saved, open(os.path.join(out, "fid_vs_nfe.json"), "w"))
     again = fid_vs_nfe.main(argv + ["--nfe", "2", "3", "4"])
     assert again["ddim@3"]["fid"] == 123.0 and "ddim@4" in again
+    # Quadratic spacing: a row of its own, scored once, dashed in the plot.
+    spaced = fid_vs_nfe.main(argv + ["--spacings", "uniform", "quadratic"])
+    assert spaced["ddim@3"]["fid"] == 123.0 and spaced["dpm++2m/quadratic@3"]["num_samples"] == 20
+    assert "| ddim/quadratic |" in open(os.path.join(out, "fid_vs_nfe.md")).read()
+    assert open(os.path.join(out, "fid_vs_nfe.svg")).read().count("stroke-dasharray") == 2
     with pytest.raises(SystemExit):
         fid_vs_nfe.main(argv + ["--samplers", "euler"])
 
