@@ -74,12 +74,15 @@ def test_released_cascades_sample_on_this_backend(family):
     assert np.all(np.isfinite(images)) and np.abs(images).max() <= 1.0
 
 
-@pytest.mark.parametrize("family", ["shapes"])
-def test_released_sr_stages_follow_their_input(family):
+@pytest.mark.parametrize("family, limit", [("shapes", 0.5), ("cifar10", 0.65)])
+def test_released_sr_stages_follow_their_input(family, limit):
     # An SR stage must keep the image it is given: the box downsample of its
     # samples lies much closer to their own low-resolution input than to
     # another image's (an SR stage that ignores its input scores ~1).
-    # Held-out synthetic shapes for both (no dataset on the CI machine).
+    # Held-out synthetic shapes for both (no dataset on the CI machine); for
+    # the CIFAR-10 stage they are out of its data, hence the looser limit
+    # (its first, ε-prediction release scored 0.90 here, this one 0.51; on
+    # CIFAR-10 test images it scores 0.14, tools/sr_conditioning_check.py).
     sr = keras_cdm.DiffusionModel.from_preset(_dir(f"{family}/sr16to32"))
     source = keras_cdm.data.synthetic(num_images=64, resolution=32, seed=321)
     batch, labels = keras_cdm.data.super_res_dataset(source, 16, 32, 12, seed=0, flip=False)[0]
@@ -87,6 +90,4 @@ def test_released_sr_stages_follow_their_input(family):
     out = sr.sample(lo, np.asarray(labels), seed=0, num_steps=20, sampler="dpm++2m")
     down = keras_cdm.data.stage_dataset.box_downsample(out, 2)
     own, other = np.abs(down - lo).mean(), np.abs(down - lo[::-1]).mean()
-    assert own < 0.5 * other, (
-        f"{family}: samples {own:.3f} from their input, {other:.3f} from others"
-    )
+    assert own < limit * other, f"{family}: {own:.3f} from their input, {other:.3f} from others"
