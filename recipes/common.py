@@ -160,7 +160,8 @@ def add_sampling_flags(p):
         nargs="+",
         default=["ddpm"],
         choices=list(keras_cdm.models.reverse_process.SAMPLERS),
-        help="ddpm, ddim or dpm++2m (DPM-Solver++(2M)): one for all stages or one per stage",
+        help="ddpm, ddim, dpm++2m (DPM-Solver++(2M)) or dpm++2m_sde (its stochastic form): "
+        "one for all stages or one per stage",
     )
     p.add_argument(
         "--guidance_scale",
