@@ -226,3 +226,36 @@ def test_quadratic_spacing_visits_its_steps_and_stops_at_the_level(stop_at):
     assert np.isfinite(a).all() and np.abs(a - b).max() > 1e-3
     with pytest.raises(ValueError, match="`spacing` must be one of"):
         keras_cdm.models.SamplerSettings(spacing="karras")
+
+
+@pytest.mark.parametrize("stop_at", [0, 250])
+def test_sde_solver_on_a_perfect_predictor_ends_on_the_right_marginal(stop_at):
+    """With the true x0 predicted at every step, each SDE step maps
+    q(x_t | x0) onto q(x_{t-1} | x0): the chain ends at z_s ~ N(α_s x0, σ_s²)
+    (or exactly at x0)."""
+    base = GaussianDiffusion("cosine", T, mean_type="x0")
+    diffusion = base.respace(timesteps=truncated_timesteps(T, 10, stop_at, "quadratic"))
+    rng = np.random.default_rng(3)
+    n = 4000
+    x0 = np.full((n, 1, 1, 1), 0.6)
+    last = diffusion.num_timesteps - 1
+    a, s = np.sqrt(diffusion.alphas_cumprod[last]), np.sqrt(1 - diffusion.alphas_cumprod[last])
+    x, prev = a * x0 + s * rng.normal(size=x0.shape), np.zeros_like(x0)
+    stop = 1 if stop_at else 0
+    for n_step, i in enumerate(range(last, stop - 1, -1)):
+        out, prev = diffusion.dpm_solver_2m_step(
+            ops.convert_to_tensor(x0.astype("float32")),
+            ops.convert_to_tensor(x.astype("float32")),
+            ops.convert_to_tensor(np.full((n,), i, "int32")),
+            ops.convert_to_tensor(np.asarray(prev, "float32")),
+            float(n_step > 0),
+            clip_denoised=False,
+            noise=ops.convert_to_tensor(rng.normal(size=x0.shape).astype("float32")),
+        )
+        x = to_numpy(out).astype("float64")
+    if stop_at:
+        ac = diffusion.alphas_cumprod[0]
+        z = (x - np.sqrt(ac) * x0) / np.sqrt(1 - ac)
+        assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
+    else:
+        np.testing.assert_allclose(x, x0, atol=1e-5)
