@@ -96,7 +96,7 @@ def parse_args(stage, argv=None):
     p.add_argument(
         "--mean_type",
         default=None,
-        choices=["epsilon", "v", "x0"],
+        choices=list(keras_cdm.diffusion.gaussian_diffusion.MEAN_TYPES),
         help="what the network predicts (default: the preset's; small/tiny SR presets: v)",
     )
     p.add_argument("--label_dropout", type=UNIT_INTERVAL, default=0.0)

@@ -1,12 +1,14 @@
 """How fast does an SR stage learn to use its conditioning, by what it predicts?
 
     KERAS_BACKEND=jax python tools/sr_prediction_ab.py --mean_types epsilon v \\
-        --rounds 3 --steps_per_round 100 --out docs/sr_prediction_ab.json
+        --rounds 3 --steps_per_round 100 --out results/sr_prediction_ab.jsonl
 
 Trains one copy of the same SR stage (`--preset`, same seed, same batches)
 per `--mean_type`, interleaved in one process: `--steps_per_round` steps of
 each in turn. After every round it runs `tools/sr_conditioning_check.py`'s
-measurements on a fixed batch of held-out images: the box downsample of the
+measurements on a fixed batch of images (synthetic: scenes of another seed,
+unseen in training; an image folder: a batch of the training folder itself,
+not held out): the box downsample of the
 predicted x0 at t = 900 and 700 against the image's own input and against
 another image's (a stage that ignores its input scores the same on both),
 and the same for samples drawn at `aug_level` 0. Each round is appended to
@@ -40,7 +42,7 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--learning_rate", type=float, default=2e-3)
     p.add_argument("--ema_decay", type=float, default=0.99)
-    p.add_argument("--num_images", type=int, default=16, help="held-out images measured")
+    p.add_argument("--num_images", type=int, default=16, help="images measured")
     p.add_argument("--num_steps", type=int, default=50, help="sampling steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON lines file, one line per model and round")
@@ -70,8 +72,8 @@ def main(argv=None):
     else:
         source = keras_cdm.data.from_image_folder(args.data)
     data = keras_cdm.data.super_res_dataset(source, low, size, args.batch_size, seed=args.seed)
-    # Held-out images: another seed of the synthetic set, or the folder's
-    # images in another order.
+    # Measured images: another seed of the synthetic set (unseen in
+    # training), or a batch of the folder in another order.
     hi, lo, labels = real_batch(args.data, size, low, args.num_images, args.seed + 7)
     rows = []
     for r in range(args.rounds):

@@ -1,11 +1,16 @@
 """Bad recipe flags and bad resumes: each is refused up front with a message
 that names the flag, value or file (every backend; none of them hangs)."""
 
+import argparse
 import importlib
 import os
+import re
 import sys
 
+import numpy as np
 import pytest
+
+import keras_cdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,7 +52,7 @@ def test_bad_flags_name_the_flag(flags, match, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         common.main("base16", ["--smoke", "--output_dir", str(tmp_path)] + flags)
     assert exit_info.value.code == 2
-    assert __import__("re").search(match, capsys.readouterr().err)
+    assert re.search(match, capsys.readouterr().err)
     assert not os.path.exists(tmp_path / "checkpoint.keras")
 
 
@@ -82,9 +87,6 @@ def test_sr_sample_grid_shows_each_row_its_own_class():
     # The SR stage is told each image's class: the grid's low-resolution
     # input i must be a shape of class labels[i] (it once showed class i % 10).
     common = importlib.import_module("common")
-    np = importlib.import_module("numpy")
-    import keras_cdm
-
     labels = np.repeat(np.arange(10), 3)
     lo = common.grid_low_res(labels, 10, 16)
     images, shape_labels = keras_cdm.data.synthetic_shapes(len(labels), 16, seed=123)
@@ -96,8 +98,6 @@ def test_sr_sample_grid_shows_each_row_its_own_class():
 
 def test_mean_type_flag_trains_it_and_a_resume_must_keep_it(tmp_path):
     common = importlib.import_module("common")
-    import keras_cdm
-
     out = str(tmp_path / "run")
     # The small/tiny SR presets predict v; --mean_type trains another choice.
     assert keras_cdm.presets.get_preset("sr16to32_tiny").diffusion["mean_type"] == "v"
@@ -112,7 +112,7 @@ def test_mean_type_flag_trains_it_and_a_resume_must_keep_it(tmp_path):
 
 def test_spacing_flag_takes_one_value_or_one_per_stage(capsys):
     common = importlib.import_module("common")
-    p = __import__("argparse").ArgumentParser()
+    p = argparse.ArgumentParser()
     common.add_sampling_flags(p)
     one = common.sampling_kwargs(p.parse_args(["--spacing", "quadratic"]), 2)
     assert one["spacing"] == "quadratic"
