@@ -288,7 +288,10 @@ class keep_variables_on_failure:
     exists once a step has finished; when the very first step fails (a batch
     rejected while tracing), the values stay detached and every later call
     raises `TypeError: 'NoneType' object is not callable`. This restores the
-    values the variables held before the call. Other backends need nothing.
+    values the variables held before the call, and after a failure later in
+    the loop (an exception or a `KeyboardInterrupt` raised by a callback) it
+    writes the trainer's state of the last finished step back into the
+    variables. Other backends need nothing.
     """
 
     def __init__(self, model):
@@ -298,6 +301,7 @@ class keep_variables_on_failure:
     def __enter__(self):
         if keras.backend.backend() == "jax":
             self.saved = [(v, v._value) for v in self._variables()]
+            self.state_on_entry = getattr(self.model, "_jax_state", None)
         return self
 
     def _variables(self):
@@ -309,6 +313,14 @@ class keep_variables_on_failure:
         return variables
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and keras.backend.backend() == "jax":
+            # A failure (or KeyboardInterrupt) after a finished step: the
+            # trainer holds that step's state; put it back into the
+            # variables (the values saved on entry were donated to it).
+            sync = getattr(self.model, "jax_state_sync", None)
+            state = getattr(self.model, "_jax_state", None)
+            if sync is not None and state and state is not self.state_on_entry:
+                sync()
         if exc_type is not None and self.saved:
             for var, value in self.saved:
                 if var._value is None and value is not None:

@@ -18,6 +18,7 @@ from keras_cdm.models.reverse_process import SamplerSettings
 from keras_cdm.models.reverse_process import StageSampler
 from keras_cdm.models.reverse_process import variational_bound_bpd
 from keras_cdm.networks.unet import UNet
+from keras_cdm.utils import interrupts
 from keras_cdm.utils.seeds import check_seed
 from keras_cdm.utils.validation import check_positive_int
 
@@ -602,6 +603,11 @@ class DiffusionModel(keras.Model):
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         """`keras.Model.fit`, with the input checks and `TrainingGuard` above.
 
+        Ctrl-C (SIGINT) raises `KeyboardInterrupt` at the end of the batch
+        that is running, with the weights, EMA and optimizer of the last
+        finished step in the model (on every backend), so a caller can save
+        them.
+
         A `keras_cdm.data.StageDataset` shuffles itself (deterministically,
         per seed), so Keras's own batch shuffling is off for it by default.
         """
@@ -611,8 +617,17 @@ class DiffusionModel(keras.Model):
         callbacks = list(callbacks or [])
         if not any(isinstance(c, training_guard.TrainingGuard) for c in callbacks):
             callbacks.insert(0, training_guard.TrainingGuard())
-        with keep_variables_on_failure(self):
-            return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+        # Ctrl-C raises KeyboardInterrupt at the next batch boundary: raised
+        # mid-step it can be lost (keras_cdm.utils.interrupts). A caller's own
+        # SIGINT handler (the recipes') is left in place.
+        with interrupts.SignalStop(only_default=True) as stop:
+            if stop.active:
+                callbacks.insert(0, interrupts.StopOnSignal(stop, "raise"))
+            with keep_variables_on_failure(self):
+                history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+            if stop.received is not None:  # after the last batch: still not lost
+                raise KeyboardInterrupt
+        return history
 
     def evaluate(self, x=None, y=None, *args, seed=0, **kwargs):
         """`keras.Model.evaluate` of the training objective, reproducible per `seed`.
