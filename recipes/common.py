@@ -10,6 +10,8 @@ import inspect
 import json
 import math
 import os
+import shlex
+import signal
 import sys
 import time
 
@@ -23,6 +25,28 @@ from keras_cdm.backend import setup_torch_ddp  # noqa: E402
 from keras_cdm.backend import torch_process_group  # noqa: E402
 from keras_cdm.distribute import configure_data_parallel  # noqa: E402
 from keras_cdm.models.presets import get_preset  # noqa: E402
+from keras_cdm.utils.interrupts import SignalStop  # noqa: E402
+from keras_cdm.utils.interrupts import StopOnSignal  # noqa: E402
+
+
+class RecipeError(Exception):
+    """A refusal that the command line prints as one line (exit 2), not a traceback."""
+
+
+class FlagError(RecipeError, ValueError):
+    """Flags that cannot go together, or do not fit the data."""
+
+
+class ResumeRefused(RecipeError, ValueError):
+    """`--resume` cannot continue this run as asked."""
+
+
+class NoCheckpoint(RecipeError, FileNotFoundError):
+    """`--resume` found no checkpoint."""
+
+
+class CheckpointExists(RecipeError, FileExistsError):
+    """A new run would overwrite a checkpoint."""
 
 
 class _Validated:
@@ -121,6 +145,12 @@ def parse_args(stage, argv=None):
         action="store_true",
         help="continue from output_dir/checkpoint.keras (an error if there is none)",
     )
+    p.add_argument(
+        "--new_run_record",
+        action="store_true",
+        help="with --resume: write this command's data flags as output_dir/run.json instead "
+        "of checking them against it (for a run.json that is missing or damaged)",
+    )
     p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     p.add_argument(
         "--mixed_precision", default=None, choices=[None, "mixed_bfloat16", "mixed_float16"]
@@ -200,7 +230,7 @@ def sampling_kwargs(args, num_stages):
         elif len(values) == num_stages:
             out[name] = list(values)
         else:
-            raise ValueError(
+            raise FlagError(
                 f"--{name} takes one value or one per stage ({num_stages}). "
                 f"Received: {len(values)} values {values}"
             )
@@ -274,7 +304,7 @@ def check_resumed_model(model, stage, preset, args, output_dir):
         if key != "seed" and getattr(model, key, value) != value:
             problems.append(f"{key}={getattr(model, key)!r}, expected {value!r}")
     if problems:
-        raise ValueError(
+        raise ResumeRefused(
             f"The checkpoint in {output_dir!r} is not the stage this command trains "
             f"({stage}, preset {preset}): {'; '.join(problems)}. Resume with the flags "
             "that wrote it, or pass another --output_dir."
@@ -312,12 +342,36 @@ def write_json(path, value):
     os.replace(tmp, path)
 
 
+def read_run_record(path):
+    """The saved run record, or a `ResumeRefused` that names the file and
+    says what to do when it is missing or damaged."""
+    way_out = (
+        "restore it, or pass --new_run_record to resume with this command's flags "
+        "written as the new record (unchecked)"
+    )
+    if not os.path.exists(path):
+        raise ResumeRefused(
+            f"--resume: {path!r} is missing; it records the data stream (dataset, seed, batch "
+            f"size) the checkpoint was trained on, so the resume cannot be checked: {way_out}."
+        )
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResumeRefused(f"--resume: {path!r} is not valid JSON ({e}): {way_out}.") from None
+    if not isinstance(saved, dict):
+        raise ResumeRefused(
+            f"--resume: {path!r} holds a {type(saved).__name__}, not a run record: {way_out}."
+        )
+    return saved
+
+
 def check_run_record(record, saved, output_dir):
     flags = {"stage": "the recipe"}
     for key in RUN_KEYS:
         if key in saved and saved[key] != record[key]:
             flag = flags.get(key, f"--{key}")
-            raise ValueError(
+            raise ResumeRefused(
                 f"--resume: the run in {output_dir!r} was started with {key}="
                 f"{saved[key]!r} and this command gives {record[key]!r} ({flag}); a resumed "
                 "run must keep its stage and data stream. Pass the same value, or another "
@@ -347,7 +401,7 @@ def open_source(stage, preset, args):
             else "--network num_classes=0"
         )
         if args.label_dropout:
-            raise ValueError(
+            raise FlagError(
                 f"--label_dropout {args.label_dropout}: an unconditional stage ({why}) has no "
                 "labels to drop."
             )
@@ -362,7 +416,7 @@ def build_dataset(model, args, batch, shard=None, source=None):
     sr = isinstance(model, keras_cdm.SuperResDiffusionModel)
     size = model.image_size
     if source.num_classes > model.num_classes:
-        raise ValueError(
+        raise FlagError(
             f"--dataset {args.dataset!r} has {source.num_classes} classes but the stage has "
             f"{model.num_classes}: labels would fall outside [0, {model.num_classes}). Pass "
             f"--network '{{\"num_classes\": {source.num_classes}}}' for a new run."
@@ -392,10 +446,10 @@ def current_step(model):
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """At the end of each epoch (= `checkpoint_every` steps, or fewer when the
-    run ends between two): saves the whole stage (raw + EMA weights,
-    optimizer with its step counter, RNG), logs a CSV row, and writes sample
-    grids. Every file is replaced atomically."""
+    """At the end of each epoch (= `checkpoint_every` steps, fewer when the
+    run ends between two, or the step a stop signal ended): saves the whole
+    stage (raw + EMA weights, optimizer with its step counter, RNG), logs a
+    CSV row, and writes sample grids. Every file is replaced atomically."""
 
     def __init__(self, output_dir, sample_every, num_classes):
         super().__init__()
@@ -403,13 +457,15 @@ class Checkpoint(keras.callbacks.Callback):
         self.sample_every = sample_every
         self.num_classes = num_classes
         self.csv_path = os.path.join(output_dir, "log.csv")
+        self.path = os.path.join(output_dir, "checkpoint.keras")
         self.saves = 0
+        self.saved_step = None
 
     def on_epoch_end(self, epoch, logs=None):
         step = current_step(self.model)
-        ckpt = os.path.join(self.output_dir, "checkpoint.keras")
-        self.model.save(ckpt + ".tmp.keras")
-        os.replace(ckpt + ".tmp.keras", ckpt)  # atomic: a kill never leaves half a file
+        self.model.save(self.path + ".tmp.keras")
+        os.replace(self.path + ".tmp.keras", self.path)  # atomic: a kill never leaves half a file
+        self.saved_step = step
         new = not os.path.exists(self.csv_path)
         with open(self.csv_path, "a", newline="") as f:
             w = csv.writer(f)
@@ -485,20 +541,27 @@ def load_or_build(stage, preset, batch, args, output_dir, devices):
     record = run_record(stage, preset, batch, args)
     if args.resume:
         if not os.path.exists(ckpt):
-            raise FileNotFoundError(
+            raise NoCheckpoint(
                 f"--resume: no checkpoint at {ckpt!r}. Drop --resume to start a new run."
             )
-        if os.path.exists(record_path):
-            with open(record_path) as f:
-                check_run_record(record, json.load(f), output_dir)
+        if args.new_run_record:
+            print(
+                f"[keras_cdm] --new_run_record: {record_path} now records this command's data "
+                "flags; they were not checked against the run that wrote the checkpoint"
+            )
+            write_json(record_path, record)
+        else:
+            check_run_record(record, read_run_record(record_path), output_dir)
         model = keras_cdm.models.load_stage(ckpt)
         check_resumed_model(model, stage, preset, args, output_dir)
         jit = jit_compile_setting(devices)
         if jit is False:
             model.jit_compile = False
         return model, current_step(model)
+    if args.new_run_record:
+        raise ResumeRefused("--new_run_record goes with --resume (a new run writes its record).")
     if os.path.exists(ckpt):
-        raise FileExistsError(
+        raise CheckpointExists(
             f"{output_dir!r} already holds a checkpoint: pass --resume to continue that run, "
             "or another --output_dir for a new one (nothing is overwritten)."
         )
@@ -525,8 +588,46 @@ def train(stage, **flags):
     return main(stage, argv)
 
 
+def resume_command(stage, argv):
+    """The shell command that resumes the run `argv` started."""
+    recipe = os.path.relpath(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), f"train_{stage}.py")
+    )
+    argv = list(argv) + ([] if "--resume" in argv else ["--resume"])
+    return shlex.join([f"KERAS_BACKEND={keras.backend.backend()}", "python", recipe] + argv)
+
+
 def main(stage, argv=None):
-    """The command line of every `train_*.py` recipe."""
+    """The command line of every `train_*.py` recipe.
+
+    SIGINT (Ctrl-C) or SIGTERM stops the run at the end of the step that is
+    running: the checkpoint of that step is written, the command that resumes
+    it is printed, and the process exits with 128 + the signal number (130,
+    143; `SystemExit` when called from Python). A second signal exits at once
+    and leaves the last checkpoint as it was. From the command line, a
+    refusal (`RecipeError`) is printed as one line (exit 2).
+    """
+    if argv is not None:
+        return _main(stage, list(argv))
+    try:
+        return _main(stage, sys.argv[1:])
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _main(stage, argv):
+    stop = SignalStop(
+        (signal.SIGINT, signal.SIGTERM),
+        second="exit",
+        message="[keras_cdm] {name}: stopping after this step and writing its checkpoint "
+        "(send it again to exit at once, leaving the last checkpoint as it is)",
+    )
+    with stop:
+        return _train(stage, argv, stop)
+
+
+def _train(stage, argv, stop):
     args = parse_args(stage, argv)
     keras.utils.set_random_seed(args.seed)
     preset, batch, steps, every = stage_settings(stage, args)
@@ -543,7 +644,7 @@ def main(stage, argv=None):
         # counter (optimizer.iterations) and the model's RNG state.
         model, start = load_or_build(stage, preset, batch, args, output_dir, devices)
     if start >= steps:
-        raise ValueError(
+        raise ResumeRefused(
             f"--resume: the checkpoint in {output_dir!r} is at step {start}, not below "
             f"--train_steps {steps}; pass a larger --train_steps to train further."
         )
@@ -553,13 +654,14 @@ def main(stage, argv=None):
     shard = None
     if world > 1:
         if batch % world:
-            raise ValueError(f"--batch_size {batch} must be divisible by the {world} processes.")
+            raise FlagError(f"--batch_size {batch} must be divisible by the {world} processes.")
         setup_torch_ddp(model)  # same start on every rank, gradients averaged
         batch, shard = batch // world, (world, rank)
     dataset = build_dataset(model, args, batch, shard, source)
     num_classes = min(model.num_classes, 10) or 4  # unconditional: 4 rows of samples
     # Under DDP every rank holds the same weights; rank 0 alone writes.
-    callbacks = [Checkpoint(output_dir, args.sample_every, num_classes)] if rank == 0 else []
+    checkpoint = Checkpoint(output_dir, args.sample_every, num_classes)
+    callbacks = [StopOnSignal(stop, "stop")] + ([checkpoint] if rank == 0 else [])
     if args.tensorboard and rank == 0:
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(output_dir, "tb"), update_freq="epoch")
@@ -589,11 +691,26 @@ def main(stage, argv=None):
                 f"(--dataset {args.dataset!r})."
             )
         done = current_step(model)
+        if stop.received is not None:
+            break
     final = os.path.join(output_dir, f"{stage}.keras")
+    if stop.received is not None and done < steps:
+        if rank == 0 and checkpoint.saved_step != done:
+            checkpoint.on_epoch_end(0, {})  # the signal came between two fits
+        if rank == 0:
+            print(
+                f"[keras_cdm] stopped by {stop.name} at step {done} of {steps}; checkpoint: "
+                f"{checkpoint.path}\n[keras_cdm] resume with: {resume_command(stage, argv)}",
+                flush=True,
+            )
+        sys.exit(stop.exit_code)
     if rank > 0:
         return final
     model.save(final + ".tmp.keras")
     os.replace(final + ".tmp.keras", final)
+    if stop.received is not None:
+        print(f"[keras_cdm] {stop.name} after the last step: wrote {final}, no sample grid")
+        sys.exit(stop.exit_code)
     grid = write_sample_grid(
         model,
         os.path.join(output_dir, "samples_final.png"),

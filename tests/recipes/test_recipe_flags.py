@@ -2,9 +2,12 @@
 that names the flag, value or file (every backend; none of them hangs)."""
 
 import argparse
+import csv
 import importlib
+import json
 import os
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -77,10 +80,57 @@ def test_bad_resumes_are_refused(tmp_path):
         common.main("base16", ["--smoke", "--batch_size", "8", "--resume", "--output_dir", out])
     with pytest.raises(ValueError, match=r"stage='base16' .* gives 'sr16to32' \(the recipe\)"):
         common.main("sr16to32", ["--smoke", "--resume", "--output_dir", out])
-    # Without the run record the checkpoint itself is checked.
-    os.remove(os.path.join(out, "run.json"))
+    # A record written anew from this command's flags: the checkpoint itself is still checked.
     with pytest.raises(ValueError, match=r"not the stage this command trains.*DiffusionModel"):
-        common.main("sr16to32", ["--smoke", "--resume", "--output_dir", out])
+        common.main("sr16to32", ["--smoke", "--resume", "--new_run_record", "--output_dir", out])
+    with pytest.raises(ValueError, match=r"--new_run_record goes with --resume"):
+        common.main("base16", ["--smoke", "--new_run_record", "--output_dir", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        ("remove", r"run.json' is missing; it records the data stream"),
+        ("truncate", r"run.json' is not valid JSON \(Unterminated string"),
+        ("list", r"run.json' holds a list, not a run record"),
+    ],
+)
+def test_missing_or_damaged_run_record_is_refused_in_one_line(damage, match, tmp_path):
+    common = importlib.import_module("common")
+    out = str(tmp_path / "run")
+    common.main("base16", ["--smoke", "--train_steps", "2", "--output_dir", out])
+    record = os.path.join(out, "run.json")
+    if damage == "remove":
+        os.remove(record)
+    else:
+        with open(record, "w") as f:
+            f.write('{"stage": "base' if damage == "truncate" else "[1, 2]")
+    resume = ["--smoke", "--train_steps", "3", "--resume", "--output_dir", out]
+    with pytest.raises(
+        common.ResumeRefused, match=match + r".*restore it, or pass --new_run_record"
+    ):
+        common.main("base16", resume)
+    # From the command line: one line on stderr, exit 2, no traceback.
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "recipes", "train_base16.py")] + resume,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert re.fullmatch(
+        r"error: --resume: .*" + match + r".*\n", proc.stderr.splitlines()[-1] + "\n"
+    )
+    assert "Traceback" not in proc.stderr
+    # The way out it names works, and writes this command's record.
+    common.main("base16", resume[:-2] + ["--new_run_record", "--output_dir", out])
+    assert json.load(open(record))["stage"] == "base16"
+    assert int(read_steps(out)[-1]) == 3
+
+
+def read_steps(out):
+    with open(os.path.join(out, "log.csv")) as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
 
 
 def test_sr_sample_grid_shows_each_row_its_own_class():
