@@ -11,6 +11,8 @@ from keras import ops
 from keras_cdm.backend import compile_stateful
 from keras_cdm.backend import random_normal
 from keras_cdm.utils.seeds import ImageNoise
+from keras_cdm.utils.seeds import device_normal
+from keras_cdm.utils.seeds import image_keys
 from keras_cdm.utils.validation import check_positive_int
 
 SAMPLERS = ("ddpm", "ddim", "dpm++2m", "dpm++2m_sde")
@@ -158,10 +160,18 @@ class StageSampler:
     repeated `sample` calls of the same batch size reuse the compiled step.
     `trace_count` counts how often the step was traced (JAX, TensorFlow).
 
-    The noise of image `i` (its `x_T` and every step's draw) comes from its
-    own stream (`keras_cdm.utils.seeds.ImageNoise`), so an image depends on
-    the seed and its index only, not on the batch it is sampled in.
+    The noise of image `i` comes from its own streams, so an image depends
+    on the seed and its index only, not on the batch it is sampled in nor on
+    the device count: its `x_T` from `keras_cdm.utils.seeds.ImageNoise`
+    (once per request, on the host), and every step's fresh noise from
+    `keras_cdm.utils.seeds.device_normal`, keyed by (seed, image index,
+    step) and drawn inside the compiled step: no noise crosses from the host
+    to the device inside the loop.
     """
+
+    # `ImageNoise` / `image_keys` streams: 0 is x_T, 1 an SR stage's
+    # conditioning augmentation, 2 the reverse process's step noise.
+    STEP_NOISE_STREAM = 2
 
     def __init__(self, model, settings=None, stop_at=0):
         settings = SamplerSettings.resolve(settings)
@@ -220,8 +230,17 @@ class StageSampler:
         the deterministic DPM-Solver++)."""
         return self.sampler in ("ddpm", "dpm++2m_sde") or (self.sampler == "ddim" and self.eta > 0)
 
-    def _step_fn(self, x, i, labels, conditioning, noise):
+    def _step_noise(self, keys, i, x):
+        if not self.draws_noise:
+            return None
+        shape = (self.model.image_size, self.model.image_size, self.model.channels)
+        return ops.cast(device_normal(keys, i, shape), x.dtype)
+
+    def _step_fn(self, x, i, labels, conditioning, keys):
         self.trace_count += 1
+        noise = self._step_noise(keys, i, x)
+        if noise is None:
+            noise = ops.zeros_like(x)
         t = ops.full(ops.shape(labels), i, dtype="int32")
         inputs = {"x_t": x, "t": self.diffusion.original_timesteps(t), "labels": labels}
         inputs.update(conditioning)
@@ -232,8 +251,9 @@ class StageSampler:
             x_prev, _ = self.diffusion.ddim_step(out, x, t, noise, self.eta, self.clip_denoised)
         return x_prev
 
-    def _dpm_step_fn(self, x, i, labels, conditioning, prev_x0, second_order, noise):
+    def _dpm_step_fn(self, x, i, labels, conditioning, prev_x0, second_order, keys):
         self.trace_count += 1
+        noise = self._step_noise(keys, i, x)
         t = ops.full(ops.shape(labels), i, dtype="int32")
         inputs = {"x_t": x, "t": self.diffusion.original_timesteps(t), "labels": labels}
         inputs.update(conditioning)
@@ -245,7 +265,7 @@ class StageSampler:
             prev_x0,
             second_order,
             self.clip_denoised,
-            noise if self.sampler == "dpm++2m_sde" else None,
+            noise,
         )
 
     def run(self, labels, conditioning, seed, image_indices=None, noise=None, verbose=False):
@@ -281,18 +301,20 @@ class StageSampler:
         x = ops.convert_to_tensor(x)
         labels = ops.convert_to_tensor(labels, "int32")
         conditioning = {k: ops.convert_to_tensor(v) for k, v in conditioning.items()}
-        zeros = None if self.draws_noise else ops.zeros_like(x)
+        # Each image's key for its step noise: copied once, drawn on the device.
+        keys = ops.convert_to_tensor(
+            image_keys(seed, image_indices, self.STEP_NOISE_STREAM), "int32"
+        )
         steps = list(range(self.diffusion.num_timesteps - 1, self.last_index - 1, -1))
         progbar = keras.utils.Progbar(len(steps), unit_name="step") if verbose else None
         prev_x0 = ops.zeros_like(x)  # DPM-Solver++(2M): the previous step's x0 prediction
         for n, i in enumerate(steps):
             step = ops.convert_to_tensor(i, "int32")
-            eps = ops.convert_to_tensor(streams.normal(image_shape)) if zeros is None else zeros
             if self.sampler in DPM_SAMPLERS:
                 second = ops.convert_to_tensor(float(n > 0), "float32")
-                x, prev_x0 = self._step(x, step, labels, conditioning, prev_x0, second, eps)
+                x, prev_x0 = self._step(x, step, labels, conditioning, prev_x0, second, keys)
             else:
-                x = self._step(x, step, labels, conditioning, eps)
+                x = self._step(x, step, labels, conditioning, keys)
             if progbar is not None:
                 progbar.update(n + 1)
         return np.asarray(ops.convert_to_numpy(x), dtype="float32")

@@ -10,6 +10,7 @@ same images whatever `batch_size` or device count is used.
 import numbers
 
 import numpy as np
+from keras import ops
 
 
 def check_seed(seed, name="seed"):
@@ -64,3 +65,76 @@ class ImageNoise:
     def normal(self, shape):
         """One standard normal draw of `shape` per image, float32 `(n, *shape)`."""
         return np.stack([g.standard_normal(shape, dtype=np.float32) for g in self.generators])
+
+
+# lowbias32 (C. Wellons' hash prospector): a bijective 32-bit mixer with low
+# bias. Its multipliers as the int32 values of the same bits: int32 products
+# wrap modulo 2**32 on every backend, so the bits equal uint32 arithmetic.
+_MIX_1 = 0x7FEB352D
+_MIX_2 = 0x846CA68B - 2**32
+_GOLDEN = 0x9E3779B9 - 2**32
+
+
+def _srl(x, bits):
+    """Logical right shift of int32 bits (`>>` on int32 is arithmetic)."""
+    return ops.bitwise_and(ops.right_shift(x, bits), (1 << (32 - bits)) - 1)
+
+
+def _mix(x):
+    x = ops.bitwise_xor(x, _srl(x, 16))
+    x = ops.multiply(x, _MIX_1)
+    x = ops.bitwise_xor(x, _srl(x, 15))
+    x = ops.multiply(x, _MIX_2)
+    return ops.bitwise_xor(x, _srl(x, 16))
+
+
+def image_keys(seed, indices, stream=0):
+    """Per-image keys of `device_normal`: int32 `(n, 2)`, image `i`'s from
+    `SeedSequence([seed, stream, i])` (as `ImageNoise`), so they depend on
+    the seed, the stream and the image's index in the whole request only."""
+    seed = check_seed(seed)
+    keys = [
+        np.random.SeedSequence([seed, int(stream), int(i)]).generate_state(2) for i in indices
+    ]
+    return np.asarray(keys, dtype=np.uint32).reshape(-1, 2).view(np.int32)
+
+
+def device_normal(keys, counter, shape):
+    """Standard normal noise drawn where the computation runs (in a compiled
+    step, on the accelerator): image `n`'s draw for `counter` (e.g. the
+    sampling step) is a pure function of `keys[n]`, `counter` and the
+    element's position, in `keras.ops` integer arithmetic (a counter-based
+    generator: two lowbias32 rounds keyed by the image, then Box-Muller), so
+    it does not depend on the batch an image is in, nor on the device count.
+
+    Args:
+        keys: int32 tensor `(batch, 2)` from `image_keys`.
+        counter: int32 scalar tensor. Which draw of the stream (the step).
+        shape: tuple of ints. One image's shape.
+
+    Returns:
+        float32 tensor `(batch, *shape)`.
+
+    Example:
+
+    >>> keys = keras_cdm.utils.seeds.image_keys(0, range(4))
+    >>> noise = keras_cdm.utils.seeds.device_normal(keys, 0, (8, 8, 3))
+    >>> tuple(noise.shape)
+    (4, 8, 8, 3)
+    """
+    size = int(np.prod(shape))
+    pairs = (size + 1) // 2
+    keys = ops.convert_to_tensor(keys, "int32")
+    k0, k1 = keys[:, :1], keys[:, 1:]
+    counter = ops.cast(ops.convert_to_tensor(counter), "int32")
+    # One 32-bit state per image and draw, then two hashes per pair of outputs.
+    state = _mix(ops.bitwise_xor(k0, _mix(ops.add(k1, ops.multiply(counter, _GOLDEN)))))
+    position = ops.expand_dims(ops.arange(2 * pairs, dtype="int32"), 0)
+    bits = _mix(ops.bitwise_xor(_mix(ops.add(position, state)), k1))
+    # 24 high bits -> a uniform in (0, 1), exactly representable in float32.
+    uniform = (ops.cast(_srl(bits, 8), "float32") + 0.5) * (1.0 / 2**24)
+    u1, u2 = uniform[:, :pairs], uniform[:, pairs:]
+    radius = ops.sqrt(-2.0 * ops.log(u1))
+    angle = (2.0 * np.pi) * u2
+    normal = ops.concatenate([radius * ops.cos(angle), radius * ops.sin(angle)], axis=1)
+    return ops.reshape(normal[:, :size], (-1,) + tuple(shape))
