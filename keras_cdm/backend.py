@@ -231,6 +231,17 @@ def torch_process_group():
     return 0, 1
 
 
+def torch_any_rank(flag):
+    """Whether `flag` is true in any process of the `torch.distributed`
+    group (an all-reduce of one int: every process must call it)."""
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def setup_torch_ddp(model):
     """Makes `model.fit` data-parallel across a `torch.distributed` process group.
 

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 import keras_cdm  # noqa: E402
 from keras_cdm.backend import setup_torch_ddp  # noqa: E402
+from keras_cdm.backend import torch_any_rank  # noqa: E402
 from keras_cdm.backend import torch_process_group  # noqa: E402
 from keras_cdm.distribute import configure_data_parallel  # noqa: E402
 from keras_cdm.models.presets import get_preset  # noqa: E402
@@ -588,13 +589,19 @@ def train(stage, **flags):
     return main(stage, argv)
 
 
-def resume_command(stage, argv):
-    """The shell command that resumes the run `argv` started."""
-    recipe = os.path.relpath(
-        os.path.join(os.path.dirname(os.path.abspath(__file__)), f"train_{stage}.py")
-    )
+def resume_command(stage, argv, world=1):
+    """The shell command that resumes the run `argv` started (under torchrun:
+    the same launch, as many processes)."""
+    recipe = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"train_{stage}.py")
     argv = list(argv) + ([] if "--resume" in argv else ["--resume"])
-    return shlex.join([f"KERAS_BACKEND={keras.backend.backend()}", "python", recipe] + argv)
+    launcher = ["python"]
+    if world > 1:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        launcher = ["torchrun", f"--nnodes={world // local}", f"--nproc_per_node={local}"]
+        if world > local:
+            launcher.append("--rdzv_endpoint=HOST:PORT")
+    backend = f"KERAS_BACKEND={keras.backend.backend()}"
+    return shlex.join([backend] + launcher + [os.path.relpath(recipe)] + argv)
 
 
 def main(stage, argv=None):
@@ -661,7 +668,9 @@ def _train(stage, argv, stop):
     num_classes = min(model.num_classes, 10) or 4  # unconditional: 4 rows of samples
     # Under DDP every rank holds the same weights; rank 0 alone writes.
     checkpoint = Checkpoint(output_dir, args.sample_every, num_classes)
-    callbacks = [StopOnSignal(stop, "stop")] + ([checkpoint] if rank == 0 else [])
+    # Under DDP every process stops after the same step (one all-reduce per step).
+    agree = torch_any_rank if world > 1 else None
+    callbacks = [StopOnSignal(stop, "stop", agree)] + ([checkpoint] if rank == 0 else [])
     if args.tensorboard and rank == 0:
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(output_dir, "tb"), update_freq="epoch")
@@ -700,7 +709,7 @@ def _train(stage, argv, stop):
         if rank == 0:
             print(
                 f"[keras_cdm] stopped by {stop.name} at step {done} of {steps}; checkpoint: "
-                f"{checkpoint.path}\n[keras_cdm] resume with: {resume_command(stage, argv)}",
+                f"{checkpoint.path}\n[keras_cdm] resume with: {resume_command(stage, argv, world)}",
                 flush=True,
             )
         sys.exit(stop.exit_code)

@@ -12,15 +12,20 @@ cascade ablation, inside a fixed number of minutes.
    images/s, MFU against the device's bf16 peak (training counted as 3x the
    forward FLOPs, which are counted by `torch.utils.flop_counter`), peak
    memory, and the sampling-step / forward ratio (`tools/benchmark.py`).
-2. Ablation (CDM Section 4.4 at 32x32), with what time is left: a base
+2. Sampling throughput (`tools/sampling_noise_cost.py`, `--sampling_share`
+   of the time, JAX then PyTorch) at (256, 32x32), (64, 64x64) and
+   (64, 256x256): the DDPM step with its noise drawn on the device, the
+   deterministic DDIM step (the forward), what NumPy's host noise and its
+   copy cost per step (the loop before), and the step/forward ratios.
+3. Ablation (CDM Section 4.4 at 32x32), with what time is left: a base
    16x16 stage, an SR 16->32 stage without and one with Gaussian
    conditioning augmentation, and a non-cascaded 32x32 stage given the
    training time of the base plus one SR stage; then as many samples per arm
    as the deadline allows, scored with the project's classifier (trained here
    on the training images: FID on its features and class accuracy).
 
-Everything is written as it comes, into `--out` (5 files): `proof.json`
-(all figures and settings), `bench.csv`, `ablation.csv`, `grid.png` (one row
+Everything is written as it comes, into `--out` (6 files): `proof.json`
+(all figures and settings), `bench.csv`, `sampling.csv`, `ablation.csv`, `grid.png` (one row
 of samples per class, one block per arm) and `log.txt`. A phase that runs
 out of time is recorded as such; the others are kept.
 """
@@ -50,6 +55,7 @@ SIZES = {
         "bench_network": None,
         "bench_batch": 256,
         "bench_steps": 10,
+        "sampling_sizes": ["256x32", "64x64", "64x256"],
         "network_16": {"base_channels": 64, "channel_mult": [1, 2, 2], "num_res_blocks": 2},
         "network_32": {"base_channels": 64, "channel_mult": [1, 2, 2, 2], "num_res_blocks": 2},
         "batch": 128,
@@ -68,6 +74,7 @@ SIZES = {
         "bench_network": {"channel_mult": [1], "attention_resolutions": []},
         "bench_batch": 2,
         "bench_steps": 2,
+        "sampling_sizes": ["2x32"],
         "network_16": {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1},
         "network_32": {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1},
         "batch": 8,
@@ -192,7 +199,20 @@ def bench_child(fw, size):
 
 
 # ----------------------------------------------------------------------
-# Phase 2: the ablation (one child process)
+# Phase 2: sampling throughput (one child process per backend)
+# ----------------------------------------------------------------------
+def sampling_child(size, dry_run):
+    import sampling_noise_cost
+
+    repeats = ["--rounds", "1", "--repeats", "1"] if dry_run else ["--rounds", "2"]
+    rows = sampling_noise_cost.main(["--sizes", *size["sampling_sizes"], *repeats])
+    for row in rows:
+        row["ddpm_img_s"] = 1e3 * row["batch"] / row["step_ms"]
+    return rows
+
+
+# ----------------------------------------------------------------------
+# Phase 3: the ablation (one child process)
 # ----------------------------------------------------------------------
 def train_for(model, dataset, seconds, chunk):
     """`fit` in chunks of `chunk` steps until `seconds` have passed (at least
@@ -326,7 +346,12 @@ def ablation_child(args, size, deadline):
 class Proof:
     def __init__(self, out):
         self.out = out
-        self.data = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "bench": {}, "ablation": {}}
+        self.data = {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "bench": {},
+            "sampling": {},
+            "ablation": {},
+        }
         os.makedirs(out, exist_ok=True)
         self.log_file = open(os.path.join(out, "log.txt"), "a")
 
@@ -394,7 +419,7 @@ def device_info():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=None, help="output folder (5 files)")
+    p.add_argument("--out", default=None, help="output folder (6 files)")
     p.add_argument(
         "--minutes", type=float, default=None, help="the whole run's time (8; dry run: at most 2)"
     )
@@ -403,6 +428,9 @@ def main(argv=None):
     p.add_argument("--frameworks", nargs="+", default=list(BENCH_FRAMEWORKS))
     p.add_argument("--ablation_backend", default="jax", choices=("jax", "torch", "tensorflow"))
     p.add_argument("--bench_share", type=float, default=0.4, help="share of time for speed")
+    p.add_argument(
+        "--sampling_share", type=float, default=0.15, help="share of time for sampling speed"
+    )
     p.add_argument("--aug_level", type=int, default=125, help="s of the Gaussian arm (of 1000)")
     p.add_argument("--peak_tflops", type=float, default=None, help="bf16 peak; default by name")
     p.add_argument("--bench_preset", default=None, help="speed: another preset")
@@ -426,6 +454,10 @@ def main(argv=None):
         p.error(f"--minutes must be > 0. Received: {args.minutes}")
     if not 0 < args.bench_share < 1:
         p.error(f"--bench_share must lie in (0, 1). Received: {args.bench_share}")
+    if not 0 <= args.sampling_share < 1 - args.bench_share:
+        p.error(
+            f"--sampling_share must lie in [0, 1 - --bench_share). Received: {args.sampling_share}"
+        )
     bad = sorted(set(args.frameworks) - set(BENCH_FRAMEWORKS))
     if bad:
         p.error(f"--frameworks: unknown {bad}; expected some of {list(BENCH_FRAMEWORKS)}")
@@ -441,6 +473,9 @@ def main(argv=None):
 
     if args._phase == "bench":
         print("PART " + json.dumps(["result", bench_child(args._fw, size)]), flush=True)
+        return
+    if args._phase == "sampling":
+        print("PART " + json.dumps(["result", sampling_child(size, args.dry_run)]), flush=True)
         return
     if args._phase == "ablation":
         for key, value in ablation_child(args, size, args._deadline):
@@ -510,7 +545,25 @@ def main(argv=None):
     proof.write_csv("bench.csv", rows)
     proof.write()
 
-    # Phase 2: the ablation, with the time left.
+    # Phase 2: sampling throughput, noise drawn on the device.
+    sampling_end = time.time() + args.sampling_share * (deadline - start)
+    sampling_rows = []
+    backends = [b for b in ("jax", "torch") if importlib.util.find_spec(b) is not None]
+    for i, backend in enumerate(backends if args.sampling_share else []):
+        share = (sampling_end - time.time()) / (len(backends) - i)
+        proof.log(f"sampling: {backend} ({share:.0f} s)")
+        argv_child = ["--_phase", "sampling", "--out", args.out]
+        argv_child += ["--dry_run"] if args.dry_run else []
+        parts = run_child(proof, argv_child, dict(env, KERAS_BACKEND=backend), share)
+        result = parts.get("result", {"error": parts.get("error", "no result")})
+        proof.data["sampling"][backend] = result
+        if isinstance(result, list):
+            sampling_rows += [dict(backend=backend, **row) for row in result]
+        proof.log(f"sampling: {backend}: {json.dumps(result, default=float)[:400]}")
+    proof.write_csv("sampling.csv", sampling_rows)
+    proof.write()
+
+    # Phase 3: the ablation, with the time left.
     left = deadline - time.time() - 10
     proof.log(f"ablation on {args.ablation_backend} ({left:.0f} s)")
     child_env = dict(env, KERAS_BACKEND=args.ablation_backend)

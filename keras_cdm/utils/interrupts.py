@@ -119,17 +119,27 @@ class StopOnSignal(keras.callbacks.Callback):
         action: str. `"raise"`: raise `KeyboardInterrupt` (what `fit` does);
             `"stop"`: set `model.stop_training`, so `fit` ends the epoch
             (the recipes' checkpoint callback then saves that step).
+        agree: callable or None. With several processes training together,
+            `agree(received)` is called at every batch end in every process
+            and returns whether any process received a signal, so all of
+            them stop after the same step (one that stopped alone would
+            leave the others waiting in the next step's collective).
+            Defaults to `None` (one process).
     """
 
-    def __init__(self, stop, action="raise"):
+    def __init__(self, stop, action="raise", agree=None):
         super().__init__()
         if action not in ("raise", "stop"):
             raise ValueError(f"`action` must be 'raise' or 'stop'. Received: action={action!r}")
         self.stop = stop
         self.action = action
+        self.agree = agree
 
     def _check(self):
-        if self.stop.received is None:
+        received = self.stop.received is not None
+        if self.agree is not None:
+            received = self.agree(received)
+        if not received:
             return
         if self.action == "raise":
             raise KeyboardInterrupt
@@ -139,5 +149,5 @@ class StopOnSignal(keras.callbacks.Callback):
         self._check()
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.action == "raise":
+        if self.action == "raise" and self.agree is None:
             self._check()

@@ -93,9 +93,7 @@ def image_keys(seed, indices, stream=0):
     `SeedSequence([seed, stream, i])` (as `ImageNoise`), so they depend on
     the seed, the stream and the image's index in the whole request only."""
     seed = check_seed(seed)
-    keys = [
-        np.random.SeedSequence([seed, int(stream), int(i)]).generate_state(2) for i in indices
-    ]
+    keys = [np.random.SeedSequence([seed, int(stream), int(i)]).generate_state(2) for i in indices]
     return np.asarray(keys, dtype=np.uint32).reshape(-1, 2).view(np.int32)
 
 

@@ -18,6 +18,8 @@ import pytest
 from conftest import BACKEND
 from conftest import to_numpy
 
+import keras_cdm  # noqa: F401  (registers the stage classes for load_model)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = [pytest.mark.timeout(600)]
 sys.path.insert(0, os.path.join(ROOT, "recipes"))
@@ -137,3 +139,32 @@ def test_second_signal_exits_at_once_leaving_the_checkpoint(_, tmp_path):
     model = keras.saving.load_model(out / "checkpoint.keras")
     step = int(to_numpy(model.optimizer.iterations))
     assert step >= 2 and os.path.getmtime(out / "checkpoint.keras") >= first
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torchrun: PyTorch DDP")
+def test_signal_stops_every_torchrun_process_after_the_same_step(tmp_path):
+    """Processes that stopped at different steps would leave one waiting in
+    the next step's all-reduce: they agree, stop together, rank 0 writes."""
+    out = tmp_path / "ddp"
+    argv = FLAGS + ["--train_steps", "10000", "--output_dir", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+        + ["--master_port=29547", "recipes/train_base16.py"]
+        + argv,
+        cwd=ROOT,
+        env=dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(out / "checkpoint.keras", proc)
+    proc.send_signal(signal.SIGINT)  # torchrun passes it on to both workers
+    stdout, stderr = proc.communicate(timeout=300)
+    assert stderr.count("SIGINT: stopping after this step") == 2, stderr[-3000:]
+    stopped = [line for line in stdout.splitlines() if "stopped by SIGINT at step" in line]
+    assert len(stopped) == 1  # rank 0 alone writes and reports
+    step = int(stopped[0].split(" at step ")[1].split()[0])
+    assert logged_steps(out)[-1] == step
+    model = keras.saving.load_model(out / "checkpoint.keras")
+    assert int(to_numpy(model.optimizer.iterations)) == step
+    assert "resume with: KERAS_BACKEND=torch torchrun --nnodes=1 --nproc_per_node=2" in stdout

@@ -74,7 +74,20 @@ def test_dry_run_without_tensorflow(tmp_path, backend):
         bench = proof["bench"][fw]
         assert "error" not in bench, (fw, bench, open(out / "log.txt").read()[-3000:])
     files = sorted(os.listdir(out))
-    assert files == ["ablation.csv", "bench.csv", "grid.png", "log.txt", "proof.json"]
+    assert files == [
+        "ablation.csv",
+        "bench.csv",
+        "grid.png",
+        "log.txt",
+        "proof.json",
+        "sampling.csv",
+    ]
+    # The sampling phase: noise drawn on the device, images/s and the ratios.
+    for backend, rows in proof["sampling"].items():
+        assert isinstance(rows, list), (backend, rows)
+        (row,) = rows
+        assert (row["batch"], row["size"]) == (2, 32)
+        assert row["ddpm_img_s"] > 0 and row["host_noise_ms"] > 0 and row["ratio_now"] > 0
     assert bench["train_img_s"] > 0 and bench["forward_img_s"] > 0 and bench["overhead"] > 0
     ablation = proof["ablation"]
     assert "error" not in ablation, ablation
