@@ -231,6 +231,32 @@ def torch_process_group():
     return 0, 1
 
 
+def process_group():
+    """`(rank, number of processes)` training together: a `torch.distributed`
+    group under PyTorch, `jax.distributed` processes under JAX; `(0, 1)`
+    otherwise (TensorFlow's strategies keep their workers to themselves)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return torch_process_group()
+    if backend == "jax":
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    return 0, 1
+
+
+def any_process(flag):
+    """Whether `flag` is true in any process of `process_group()` (a
+    collective: every process must call it, at the same point)."""
+    if keras.backend.backend() == "jax":
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.array([1 if flag else 0], "int32"))
+        return bool(np.max(flags))
+    return torch_any_rank(flag)
+
+
 def torch_any_rank(flag):
     """Whether `flag` is true in any process of the `torch.distributed`
     group (an all-reduce of one int: every process must call it)."""

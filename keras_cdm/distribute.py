@@ -29,10 +29,20 @@ def configure_data_parallel():
         import jax
 
         if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-            keras.distribution.initialize()
+            _initialize_jax_processes()
         if len(jax.devices()) > 1:
-            keras.distribution.set_distribution(keras.distribution.DataParallel())
-            return f"jax DataParallel over {len(jax.devices())} devices", contextlib.nullcontext()
+            processes = jax.process_count()
+            # Several processes: each feeds its own share of the global batch
+            # (the recipes shard their `StageDataset`), so Keras must not
+            # shard again.
+            keras.distribution.set_distribution(
+                keras.distribution.DataParallel(auto_shard_dataset=processes == 1)
+            )
+            where = f", {processes} processes" if processes > 1 else ""
+            return (
+                f"jax DataParallel over {len(jax.devices())} devices{where}",
+                contextlib.nullcontext(),
+            )
     if backend == "torch" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch
         import torch.distributed as dist
@@ -65,3 +75,29 @@ def configure_data_parallel():
                 strategy.scope(),
             )
     return f"{backend} on one device", contextlib.nullcontext()
+
+
+def _initialize_jax_processes():
+    """`keras.distribution.initialize` from `JAX_COORDINATOR_ADDRESS`,
+    `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` (JAX reads only the first of
+    them itself), with gloo collectives when the devices are CPUs."""
+    import jax
+
+    values = {}
+    for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        text = os.environ.get(name)
+        if text is None or not text.strip().isdigit():
+            raise ValueError(
+                f"JAX_COORDINATOR_ADDRESS is set, so this is one process of several: {name} "
+                f"must be set too, to an int >= 0. Received: {name}={text!r}"
+            )
+        values[name] = int(text)
+    num, pid = values["JAX_NUM_PROCESSES"], values["JAX_PROCESS_ID"]
+    if not 0 <= pid < num:
+        raise ValueError(
+            f"JAX_PROCESS_ID must lie in [0, JAX_NUM_PROCESSES={num}). Received: {pid}"
+        )
+    # CPU devices in several processes need a collectives implementation to
+    # talk to each other (it does not touch an accelerator's collectives).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    keras.distribution.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], num, pid)

@@ -21,9 +21,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_cdm  # noqa: E402
+from keras_cdm.backend import any_process  # noqa: E402
+from keras_cdm.backend import process_group  # noqa: E402
 from keras_cdm.backend import setup_torch_ddp  # noqa: E402
-from keras_cdm.backend import torch_any_rank  # noqa: E402
-from keras_cdm.backend import torch_process_group  # noqa: E402
 from keras_cdm.distribute import configure_data_parallel  # noqa: E402
 from keras_cdm.models.presets import get_preset  # noqa: E402
 from keras_cdm.utils.interrupts import SignalStop  # noqa: E402
@@ -446,14 +446,28 @@ def current_step(model):
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
+def save_collectively(model, path):
+    """`model.save(path)` in the writing process; with `path=None` (the other
+    processes) the same save into a scratch folder that is removed: under
+    several JAX processes Keras's saving creates variables, a collective
+    that every process must join."""
+    if path is not None:
+        return model.save(path)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model.save(os.path.join(scratch, "scratch.keras"))
+
+
 class Checkpoint(keras.callbacks.Callback):
     """At the end of each epoch (= `checkpoint_every` steps, fewer when the
     run ends between two, or the step a stop signal ended): saves the whole
     stage (raw + EMA weights, optimizer with its step counter, RNG), logs a
     CSV row, and writes sample grids. Every file is replaced atomically."""
 
-    def __init__(self, output_dir, sample_every, num_classes):
+    def __init__(self, output_dir, sample_every, num_classes, write=True):
         super().__init__()
+        self.write = write
         self.output_dir = output_dir
         self.sample_every = sample_every
         self.num_classes = num_classes
@@ -463,10 +477,14 @@ class Checkpoint(keras.callbacks.Callback):
         self.saved_step = None
 
     def on_epoch_end(self, epoch, logs=None):
+        # Every process runs this: reading `self.model` brings JAX's trainer
+        # state back into the variables, a collective with several processes.
         step = current_step(self.model)
-        self.model.save(self.path + ".tmp.keras")
-        os.replace(self.path + ".tmp.keras", self.path)  # atomic: a kill never leaves half a file
         self.saved_step = step
+        if not self.write:  # one process writes (the others run the same save)
+            return save_collectively(self.model, None)
+        save_collectively(self.model, self.path + ".tmp.keras")
+        os.replace(self.path + ".tmp.keras", self.path)  # atomic: a kill never leaves half a file
         new = not os.path.exists(self.csv_path)
         with open(self.csv_path, "a", newline="") as f:
             w = csv.writer(f)
@@ -590,18 +608,22 @@ def train(stage, **flags):
 
 
 def resume_command(stage, argv, world=1):
-    """The shell command that resumes the run `argv` started (under torchrun:
-    the same launch, as many processes)."""
+    """The shell command that resumes the run `argv` started (several
+    processes: the same launch, as many processes)."""
     recipe = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"train_{stage}.py")
     argv = list(argv) + ([] if "--resume" in argv else ["--resume"])
-    launcher = ["python"]
-    if world > 1:
+    command = [f"KERAS_BACKEND={keras.backend.backend()}", "python"]
+    if world > 1 and keras.backend.backend() == "torch":
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        launcher = ["torchrun", f"--nnodes={world // local}", f"--nproc_per_node={local}"]
+        command[1:] = ["torchrun", f"--nnodes={world // local}", f"--nproc_per_node={local}"]
         if world > local:
-            launcher.append("--rdzv_endpoint=HOST:PORT")
-    backend = f"KERAS_BACKEND={keras.backend.backend()}"
-    return shlex.join([backend] + launcher + [os.path.relpath(recipe)] + argv)
+            command.append("--rdzv_endpoint=HOST:PORT")
+    elif world > 1:  # JAX: each process with its JAX_* variables, as before
+        command[:0] = [f"{name}={os.environ[name]}" for name in JAX_PROCESS_VARIABLES]
+    return shlex.join(command + [os.path.relpath(recipe)] + argv)
+
+
+JAX_PROCESS_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
 def main(stage, argv=None):
@@ -657,20 +679,24 @@ def _train(stage, argv, stop):
         )
     if start:
         print(f"[keras_cdm] resumed at step {start} (from the checkpoint's optimizer)")
-    rank, world = torch_process_group() if keras.backend.backend() == "torch" else (0, 1)
+    rank, world = process_group()
     shard = None
     if world > 1:
         if batch % world:
             raise FlagError(f"--batch_size {batch} must be divisible by the {world} processes.")
-        setup_torch_ddp(model)  # same start on every rank, gradients averaged
+        if keras.backend.backend() == "torch":
+            setup_torch_ddp(model)  # same start on every rank, gradients averaged
+        # Each process reads only its share of every global batch (JAX's
+        # DataParallel assembles the global batch from the processes' shares).
         batch, shard = batch // world, (world, rank)
     dataset = build_dataset(model, args, batch, shard, source)
     num_classes = min(model.num_classes, 10) or 4  # unconditional: 4 rows of samples
     # Under DDP every rank holds the same weights; rank 0 alone writes.
-    checkpoint = Checkpoint(output_dir, args.sample_every, num_classes)
-    # Under DDP every process stops after the same step (one all-reduce per step).
-    agree = torch_any_rank if world > 1 else None
-    callbacks = [StopOnSignal(stop, "stop", agree)] + ([checkpoint] if rank == 0 else [])
+    checkpoint = Checkpoint(output_dir, args.sample_every, num_classes, write=rank == 0)
+    # With several processes every one stops after the same step (one
+    # collective of a flag per step).
+    agree = any_process if world > 1 else None
+    callbacks = [StopOnSignal(stop, "stop", agree), checkpoint]
     if args.tensorboard and rank == 0:
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(output_dir, "tb"), update_freq="epoch")
@@ -704,7 +730,7 @@ def _train(stage, argv, stop):
             break
     final = os.path.join(output_dir, f"{stage}.keras")
     if stop.received is not None and done < steps:
-        if rank == 0 and checkpoint.saved_step != done:
+        if checkpoint.saved_step != done:
             checkpoint.on_epoch_end(0, {})  # the signal came between two fits
         if rank == 0:
             print(
@@ -714,9 +740,14 @@ def _train(stage, argv, stop):
             )
         sys.exit(stop.exit_code)
     if rank > 0:
+        save_collectively(model, None)
         return final
-    model.save(final + ".tmp.keras")
+    save_collectively(model, final + ".tmp.keras")
     os.replace(final + ".tmp.keras", final)
+    if world > 1 and keras.backend.backend() == "jax":
+        # Sampling from one process of several would wait for the others.
+        print(f"[keras_cdm] wrote {final} (no sample grid with several JAX processes)")
+        return final
     if stop.received is not None:
         print(f"[keras_cdm] {stop.name} after the last step: wrote {final}, no sample grid")
         sys.exit(stop.exit_code)
