@@ -205,6 +205,8 @@ def sampling_child(size, dry_run):
     import sampling_noise_cost
 
     repeats = ["--rounds", "1", "--repeats", "1"] if dry_run else ["--rounds", "2"]
+    if size["bench_network"]:  # the dry run's micro network
+        repeats += ["--network", json.dumps(size["bench_network"])]
     rows = sampling_noise_cost.main(["--sizes", *size["sampling_sizes"], *repeats])
     for row in rows:
         row["ddpm_img_s"] = 1e3 * row["batch"] / row["step_ms"]

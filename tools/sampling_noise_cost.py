@@ -76,9 +76,9 @@ def stage_step(model, sampler, batch):
     return lambda: stage._step(x, step, labels, conditioning, keys)
 
 
-def measure(batch, size, repeats):
+def measure(batch, size, repeats, network=None):
     preset = STAGE_FOR[size]
-    model = keras_cdm.DiffusionModel.from_preset(preset)
+    model = keras_cdm.DiffusionModel.from_preset(preset, network_overrides=network)
     shape = (size, size, model.channels)
     keys = ops.convert_to_tensor(image_keys(0, range(batch), 2), "int32")
     counter = ops.convert_to_tensor(5, "int32")
@@ -100,6 +100,9 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3, help="calls timed per round")
     p.add_argument("--out", default=None, help="JSON file for the results")
+    p.add_argument(
+        "--network", type=json.loads, default=None, help="JSON overrides of every stage's network"
+    )
     args = p.parse_args(argv)
     rows = []
     for spec in args.sizes:
@@ -109,7 +112,7 @@ def main(argv=None):
             p.error(f"argument --sizes: expected BATCHxRESOLUTION like 256x32, received {spec!r}")
         if size not in STAGE_FOR:
             p.error(f"argument --sizes: resolution {size} not one of {sorted(STAGE_FOR)}")
-        preset, probes = measure(batch, size, args.repeats)
+        preset, probes = measure(batch, size, args.repeats, args.network)
         times = {k: [] for k in probes}
         for _ in range(args.rounds):  # interleaved: each round times every probe
             for k, probe in probes.items():

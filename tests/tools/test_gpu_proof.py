@@ -44,7 +44,8 @@ def test_dry_run_without_tensorflow(tmp_path, backend):
     figures the GPU run will report come out."""
     frameworks = [BACKEND] + (["jax"] if BACKEND == "torch" and "jax" in INSTALLED_BACKENDS else [])
     argv = ["--dry_run", "--out", str(tmp_path / "out")]
-    argv += ["--frameworks", *frameworks, "--ablation_backend", BACKEND, "--minutes", "3"]
+    argv += ["--frameworks", *frameworks, "--ablation_backend", BACKEND, "--minutes", "4"]
+    argv += ["--sampling_share", "0.3"]
     if BACKEND == "torch":
         _cifar_like(tmp_path / "cifar")
         bundle = tmp_path / "cifar.npz"
