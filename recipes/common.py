@@ -553,8 +553,9 @@ def jit_compile_setting(devices):
     return "auto"
 
 
-def load_or_build(stage, preset, batch, args, output_dir, devices):
-    """The model to train and the step it is at (0 for a new run)."""
+def load_or_build(stage, preset, batch, args, output_dir, devices, write=True):
+    """The model to train and the step it is at (0 for a new run); only the
+    process that writes (`write`) writes the run record."""
     ckpt = os.path.join(output_dir, "checkpoint.keras")
     record_path = os.path.join(output_dir, "run.json")
     record = run_record(stage, preset, batch, args)
@@ -563,13 +564,13 @@ def load_or_build(stage, preset, batch, args, output_dir, devices):
             raise NoCheckpoint(
                 f"--resume: no checkpoint at {ckpt!r}. Drop --resume to start a new run."
             )
-        if args.new_run_record:
+        if args.new_run_record and write:
             print(
                 f"[keras_cdm] --new_run_record: {record_path} now records this command's data "
                 "flags; they were not checked against the run that wrote the checkpoint"
             )
             write_json(record_path, record)
-        else:
+        elif not args.new_run_record:
             check_run_record(record, read_run_record(record_path), output_dir)
         model = keras_cdm.models.load_stage(ckpt)
         check_resumed_model(model, stage, preset, args, output_dir)
@@ -589,7 +590,8 @@ def load_or_build(stage, preset, batch, args, output_dir, devices):
         optimizer=keras.optimizers.Adam(args.learning_rate),
         jit_compile=jit_compile_setting(devices),
     )
-    write_json(record_path, record)
+    if write:
+        write_json(record_path, record)
     return model, 0
 
 
@@ -668,10 +670,13 @@ def _train(stage, argv, stop):
         f"backend={keras.backend.backend()} ({devices}) -> {output_dir}"
     )
     source = open_source(stage, preset, args)
+    rank, world = process_group()
     with scope:
         # The checkpoint holds raw and EMA weights, optimizer state, the step
         # counter (optimizer.iterations) and the model's RNG state.
-        model, start = load_or_build(stage, preset, batch, args, output_dir, devices)
+        model, start = load_or_build(
+            stage, preset, batch, args, output_dir, devices, write=rank == 0
+        )
     if start >= steps:
         raise ResumeRefused(
             f"--resume: the checkpoint in {output_dir!r} is at step {start}, not below "
@@ -679,7 +684,6 @@ def _train(stage, argv, stop):
         )
     if start:
         print(f"[keras_cdm] resumed at step {start} (from the checkpoint's optimizer)")
-    rank, world = process_group()
     shard = None
     if world > 1:
         if batch % world:
