@@ -564,16 +564,16 @@ def load_or_build(stage, preset, batch, args, output_dir, devices, write=True):
             raise NoCheckpoint(
                 f"--resume: no checkpoint at {ckpt!r}. Drop --resume to start a new run."
             )
-        if args.new_run_record and write:
+        if not args.new_run_record:
+            check_run_record(record, read_run_record(record_path), output_dir)
+        model = keras_cdm.models.load_stage(ckpt)
+        check_resumed_model(model, stage, preset, args, output_dir)
+        if args.new_run_record and write:  # only once the checkpoint is this stage
             print(
                 f"[keras_cdm] --new_run_record: {record_path} now records this command's data "
                 "flags; they were not checked against the run that wrote the checkpoint"
             )
             write_json(record_path, record)
-        elif not args.new_run_record:
-            check_run_record(record, read_run_record(record_path), output_dir)
-        model = keras_cdm.models.load_stage(ckpt)
-        check_resumed_model(model, stage, preset, args, output_dir)
         jit = jit_compile_setting(devices)
         if jit is False:
             model.jit_compile = False

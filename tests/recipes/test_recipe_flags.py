@@ -83,6 +83,8 @@ def test_bad_resumes_are_refused(tmp_path):
     # A record written anew from this command's flags: the checkpoint itself is still checked.
     with pytest.raises(ValueError, match=r"not the stage this command trains.*DiffusionModel"):
         common.main("sr16to32", ["--smoke", "--resume", "--new_run_record", "--output_dir", out])
+    # ... and a refused resume leaves the record as it was.
+    assert json.load(open(os.path.join(out, "run.json")))["stage"] == "base16"
     with pytest.raises(ValueError, match=r"--new_run_record goes with --resume"):
         common.main("base16", ["--smoke", "--new_run_record", "--output_dir", str(tmp_path / "x")])
 
