@@ -363,3 +363,34 @@ class keep_variables_on_failure:
                 if var._value is None and value is not None:
                     var._value = value
         return False
+
+
+def multi_step_function(model, kind):
+    """Keras's PyTorch trainer refuses `steps_per_execution > 1`; returns a
+    `train_function` (`kind="train"`) or `test_function` (`"test"`) that runs
+    the batches of one execution one after another and returns the logs of
+    the last, as the JAX and TensorFlow trainers do. Other backends: `None`
+    (Keras's own functions support it)."""
+    if keras.backend.backend() != "torch" or model.steps_per_execution == 1:
+        return None
+    if kind == "train":
+        step = model.train_step
+    else:
+        import torch
+
+        def step(data):
+            with torch.no_grad():
+                return model.test_step(data)
+
+    if model._should_torch_compile():
+        import torch
+
+        step = torch.compile(step)
+
+    def run(data):
+        logs = None
+        for batch in data:
+            logs = step(batch)
+        return logs
+
+    return run

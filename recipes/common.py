@@ -133,6 +133,14 @@ def parse_args(stage, argv=None):
     )
     p.add_argument("--output_dir", default=None)
     p.add_argument(
+        "--steps_per_execution",
+        type=POSITIVE_INT,
+        default=1,
+        help="training steps per call of the compiled step: the logs (input guard, stop "
+        "signals) reach the host once per N steps instead of every step; --checkpoint_every "
+        "and --train_steps must be multiples of N",
+    )
+    p.add_argument(
         "--checkpoint_every", type=POSITIVE_INT, default=None, help="steps between checkpoints"
     )
     p.add_argument(
@@ -509,8 +517,11 @@ class StopAtStep(keras.callbacks.Callback):
         super().__init__()
         self.step, self.last = first, last
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self.begin = batch
+
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
+        self.step += batch - self.begin + 1  # several with steps_per_execution
         if self.step >= self.last:
             self.model.stop_training = True
 
@@ -551,6 +562,13 @@ def jit_compile_setting(devices):
     if keras.backend.backend() == "torch" or "Strategy" in devices:
         return False
     return "auto"
+
+
+def set_steps_per_execution(model, n):
+    """Runs `n` training steps per call of the compiled step from the next `fit` on."""
+    if model.steps_per_execution != n:
+        model.steps_per_execution = n
+        model.train_function = None
 
 
 def load_or_build(stage, preset, batch, args, output_dir, devices, write=True):
@@ -662,6 +680,12 @@ def _train(stage, argv, stop):
     args = parse_args(stage, argv)
     keras.utils.set_random_seed(args.seed)
     preset, batch, steps, every = stage_settings(stage, args)
+    spe = args.steps_per_execution
+    if every % spe or steps % spe:
+        raise FlagError(
+            f"--steps_per_execution {spe} must divide the checkpoint interval ({every} steps) "
+            f"and --train_steps ({steps})."
+        )
     output_dir = args.output_dir or os.path.join("runs", f"{stage}_{args.preset}")
     os.makedirs(output_dir, exist_ok=True)
     devices, scope = configure_data_parallel()
@@ -713,6 +737,9 @@ def _train(stage, argv, stop):
         # already consumed continues on exactly the next batch.
         first = min(every - done % every, steps - done) if done % every else 0
         data = dataset.skip(done) if done else dataset
+        # A run resumed from a checkpoint written with another
+        # --steps_per_execution first steps to a multiple of this one.
+        set_steps_per_execution(model, spe if first % spe == 0 else 1)
         if first:
             model.fit(data, epochs=1, steps_per_epoch=first, callbacks=callbacks, verbose=0)
         else:

@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_cdm.backend import fused_moving_average
 from keras_cdm.backend import keep_variables_on_failure
+from keras_cdm.backend import multi_step_function
 from keras_cdm.backend import random_normal
 from keras_cdm.backend import random_uniform
 from keras_cdm.backend import replica_context
@@ -628,6 +629,21 @@ class DiffusionModel(keras.Model):
             if stop.received is not None:  # after the last batch: still not lost
                 raise KeyboardInterrupt
         return history
+
+    def make_train_function(self, force=False):
+        # `steps_per_execution` on PyTorch too (Keras refuses it there).
+        if self.train_function is None or force:
+            self.train_function = multi_step_function(self, "train")
+        if self.train_function is None:
+            return super().make_train_function(force=True)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        if self.test_function is None or force:
+            self.test_function = multi_step_function(self, "test")
+        if self.test_function is None:
+            return super().make_test_function(force=True)
+        return self.test_function
 
     def evaluate(self, x=None, y=None, *args, seed=0, **kwargs):
         """`keras.Model.evaluate` of the training objective, reproducible per `seed`.

@@ -3,9 +3,14 @@
 A diffusion stage trains for days; one out-of-range label or one NaN pixel
 would otherwise turn the weights into NaN and the run would go on silently.
 The training step itself flags such a batch (a few reductions, see
-`DiffusionModel.compute_loss`) and feeds the network a sanitised copy, so the
-weights stay finite; this callback reads the flag from the logs and stops
-training with an error that names the step.
+`DiffusionModel.compute_loss`), records the first flagged step and feeds the
+network a sanitised copy, so the weights stay finite; this callback reads the
+flag from the logs and stops training with an error that names the step.
+
+Reading the logs is a device-to-host copy: Keras converts them for callbacks
+once per execution, i.e. every step by default. With
+`compile(steps_per_execution=N)` the flag is read once per N steps and the
+error still names the flagged step (the first one, if several were).
 """
 
 import keras
@@ -15,27 +20,43 @@ BAD_LABELS = 1
 BAD_IMAGES = 2
 NONFINITE_LOSS = 4
 GUARD_METRIC = "bad_input"
+GUARD_BATCH = "bad_input_batch"
 
 
 class InputGuardMetric(keras.metrics.Metric):
-    """The largest per-batch flag value seen since the last reset.
+    """The flags of the first flagged batch since the last reset (an epoch),
+    and which batch of the epoch it was (1 for the first).
 
-    `TrainingGuard` stops training at the first non-zero value, so the
-    largest value is that batch's flags.
+    Its result is a dict, `{"bad_input": flags, "bad_input_batch": n}`
+    (both 0 while no batch was flagged), which `TrainingGuard` reads and
+    removes from the logs.
     """
 
     def __init__(self, name=GUARD_METRIC, **kwargs):
         super().__init__(name=name, **kwargs)
         self.flags = self.add_variable(shape=(), initializer="zeros", name="flags")
+        self.seen = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="seen")
+        self.batch = self.add_variable(shape=(), initializer="zeros", dtype="int32", name="batch")
 
     def update_state(self, flags):
-        self.flags.assign(keras.ops.maximum(self.flags.value, keras.ops.cast(flags, "float32")))
+        ops = keras.ops
+        flags = ops.cast(flags, "float32")
+        seen = self.seen.value + 1
+        first = ops.logical_and(ops.equal(self.flags.value, 0.0), flags > 0.0)
+        self.seen.assign(seen)
+        self.batch.assign(ops.where(first, seen, self.batch.value))
+        self.flags.assign(ops.where(first, flags, self.flags.value))
 
     def result(self):
-        return keras.ops.copy(self.flags.value)
+        return {
+            GUARD_METRIC: keras.ops.copy(self.flags.value),
+            GUARD_BATCH: keras.ops.copy(self.batch.value),
+        }
 
     def reset_state(self):
         self.flags.assign(0.0)
+        self.seen.assign(0)
+        self.batch.assign(0)
 
 
 def describe(flags):
@@ -57,20 +78,34 @@ class TrainingGuard(keras.callbacks.Callback):
     `DiffusionModel.fit` adds it in front of the user's callbacks, so a
     checkpoint callback never saves after a flagged batch. Bad labels and
     bad pixels raise `ValueError`; a non-finite loss with clean inputs (the
-    training diverged) raises `FloatingPointError`.
+    training diverged) raises `FloatingPointError`. The message names the
+    flagged step (the optimizer's step count after it), also when the model
+    runs several steps per execution. The guard's entries are removed from
+    the logs that later callbacks and the history see.
     """
 
     def on_train_begin(self, logs=None):
         self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = self.step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.begin = batch
+
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        flags = (logs or {}).get(GUARD_METRIC)
+        # `batch` is the last batch of the execution (several steps with
+        # `steps_per_execution`); the metric says which one was flagged.
+        self.step += batch - self.begin + 1
+        logs = logs if logs is not None else {}
+        flags = logs.pop(GUARD_METRIC, None)
+        index = logs.pop(GUARD_BATCH, None)
         if flags is None or float(flags) == 0.0:
             return
+        step = self.epoch_start + int(index)
         flags = int(float(flags))
         problems = describe(flags)
-        message = f"Training stopped at step {self.step}: the batch had {' and '.join(problems)}. "
+        message = f"Training stopped at step {step}: the batch had {' and '.join(problems)}. "
         if flags & (BAD_LABELS | BAD_IMAGES):
             raise ValueError(
                 message + "The step saw a sanitised copy, so the weights stay finite, and "
@@ -81,3 +116,14 @@ class TrainingGuard(keras.callbacks.Callback):
             message + "The inputs were clean, so training diverged: lower the learning "
             "rate and resume from the last checkpoint (none was written after this step)."
         )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.pop(GUARD_METRIC, None)
+            logs.pop(GUARD_BATCH, None)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.on_epoch_end(0, logs)
+
+    def on_test_end(self, logs=None):
+        self.on_epoch_end(0, logs)

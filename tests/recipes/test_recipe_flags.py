@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
         (["--num_synthetic", "0"], r"--num_synthetic: expected a positive int"),
         (["--sample_every", "-1"], r"--sample_every: expected an int >= 0"),
         (["--seed", "-3"], r"--seed: expected an int >= 0"),
+        (["--steps_per_execution", "0"], r"--steps_per_execution: expected a positive int"),
         (["--flip", "2"], r"--flip: invalid choice: 2"),
         (["--network", "[8]"], r"--network: expected a JSON object, received '\[8\]'"),
         (["--network", "{base_channels: 8}"], r"--network: expected a JSON object.*Expecting"),
@@ -87,6 +88,14 @@ def test_bad_resumes_are_refused(tmp_path):
     assert json.load(open(os.path.join(out, "run.json")))["stage"] == "base16"
     with pytest.raises(ValueError, match=r"--new_run_record goes with --resume"):
         common.main("base16", ["--smoke", "--new_run_record", "--output_dir", str(tmp_path / "x")])
+    # Several steps per execution: checkpoints and the end must fall on execution ends.
+    with pytest.raises(
+        ValueError,
+        match=r"--steps_per_execution 3 must divide the checkpoint "
+        r"interval \(2 steps\) and --train_steps \(4\)",
+    ):
+        common.main("base16", ["--smoke", "--steps_per_execution", "3", "--output_dir", out + "3"])
+    assert not os.path.exists(out + "3")
 
 
 @pytest.mark.parametrize(

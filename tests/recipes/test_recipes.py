@@ -88,7 +88,12 @@ def test_kill_and_resume_here_and_under_another_backend(tmp_path):
     weights, to the tolerance the backends allow."""
     common = importlib.import_module("common")
     args = ["--smoke", "--checkpoint_every", "2", "--seed", "3"]
-    full = common.main("base16", args + ["--train_steps", "4", "--output_dir", str(tmp_path / "a")])
+    # The uninterrupted run takes two steps per execution (the same weights).
+    full = common.main(
+        "base16",
+        args
+        + ["--train_steps", "4", "--steps_per_execution", "2", "--output_dir", str(tmp_path / "a")],
+    )
     # A run stopped after its first checkpoint (as if killed), then resumed.
     common.main("base16", args + ["--train_steps", "2", "--output_dir", str(tmp_path / "b")])
     shutil.copytree(tmp_path / "b", tmp_path / "c")
@@ -201,10 +206,12 @@ def test_stops_exactly_and_keeps_the_checkpoint_interval(tmp_path):
     # Checkpoints every 2 steps and at the last one; no silent change of the interval.
     assert [int(r["step"]) for r in read_csv(tmp_path / "log.csv")] == [2, 3]
     assert keras.saving.load_model(final).network.get_config()["base_channels"] == 8
-    # Train further from step 3 (between two checkpoints) to step 6.
+    # Train further from step 3 (between two checkpoints) to step 6, two
+    # steps per execution once the run is back on a multiple of two.
     common.main(
         "base16",
         ["--smoke", "--train_steps", "6", "--checkpoint_every", "2", "--resume"]
+        + ["--steps_per_execution", "2"]
         + ["--network", '{"base_channels": 8}', "--output_dir", str(tmp_path)],
     )
     assert [int(r["step"]) for r in read_csv(tmp_path / "log.csv")] == [2, 3, 4, 6]
