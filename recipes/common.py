@@ -493,13 +493,25 @@ class Checkpoint(keras.callbacks.Callback):
             return save_collectively(self.model, None)
         save_collectively(self.model, self.path + ".tmp.keras")
         os.replace(self.path + ".tmp.keras", self.path)  # atomic: a kill never leaves half a file
-        new = not os.path.exists(self.csv_path)
+        header = None
+        if os.path.exists(self.csv_path):
+            with open(self.csv_path, newline="") as f:
+                header = next(csv.reader(f), None)
+        row = {"step": step, "time": f"{time.time():.1f}"}
+        row.update({k: f"{float(v):.6g}" for k, v in (logs or {}).items()})
         with open(self.csv_path, "a", newline="") as f:
-            w = csv.writer(f)
-            keys = sorted(logs or {})
-            if new:
-                w.writerow(["step", "time"] + keys)
-            w.writerow([step, f"{time.time():.1f}"] + [f"{float(logs[k]):.6g}" for k in keys])
+            # A resumed run keeps the file's columns (a run begun by an
+            # older version logged more): a value is never written under
+            # another column's name.
+            w = csv.DictWriter(
+                f,
+                header or ["step", "time"] + sorted(logs or {}),
+                restval="",
+                extrasaction="ignore",
+            )
+            if header is None:
+                w.writeheader()
+            w.writerow(row)
         self.saves += 1
         if self.sample_every and self.saves % self.sample_every == 0:
             write_sample_grid(

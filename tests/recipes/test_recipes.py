@@ -206,6 +206,13 @@ def test_stops_exactly_and_keeps_the_checkpoint_interval(tmp_path):
     # Checkpoints every 2 steps and at the last one; no silent change of the interval.
     assert [int(r["step"]) for r in read_csv(tmp_path / "log.csv")] == [2, 3]
     assert keras.saving.load_model(final).network.get_config()["base_channels"] == 8
+    # A log begun by an older version (it had a bad_input column) keeps its
+    # columns: each value stays under its own name.
+    rows = read_csv(tmp_path / "log.csv")
+    with open(tmp_path / "log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["step", "time", "bad_input", "loss", "mse", "vb"])
+        w.writeheader()
+        w.writerows(dict(r, bad_input="0") for r in rows)
     # Train further from step 3 (between two checkpoints) to step 6, two
     # steps per execution once the run is back on a multiple of two.
     common.main(
@@ -214,7 +221,10 @@ def test_stops_exactly_and_keeps_the_checkpoint_interval(tmp_path):
         + ["--steps_per_execution", "2"]
         + ["--network", '{"base_channels": 8}', "--output_dir", str(tmp_path)],
     )
-    assert [int(r["step"]) for r in read_csv(tmp_path / "log.csv")] == [2, 3, 4, 6]
+    rows = read_csv(tmp_path / "log.csv")
+    assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]
+    assert [r["bad_input"] for r in rows] == ["0", "0", "", ""]
+    assert all(float(r["loss"]) >= float(r["mse"]) > 0 for r in rows)
 
 
 @torch_pass_only
