@@ -8,6 +8,9 @@ by measurement (README, "Where the time goes"):
 - `random_normal` / `random_uniform`: Keras's draws, with Philox on TensorFlow.
 - `replica_context`, `torch_process_group`, `setup_torch_ddp`: which replica
   a training step runs on, and PyTorch DDP gradient averaging.
+- `local_devices`, `spread_over_devices`, `gather_processes`: a sampling
+  batch split over this process's devices, a request over processes.
+- `multi_step_function`: `steps_per_execution` on PyTorch.
 - PyTorch fast paths: `fused_group_norm`, `fused_conv2d`,
   `fused_moving_average`; and `prefers_channel_stats_group_norm` (JAX).
 """
@@ -58,7 +61,7 @@ def _compile_jax(fn, read_variables, state_variables):
 
     def run(*args):
         out, new_state = jitted(
-            [v.value for v in read_variables],
+            [_local_value(v.value) for v in read_variables],
             [v.value for v in state_variables],
             *args,
         )
@@ -67,6 +70,76 @@ def _compile_jax(fn, read_variables, state_variables):
         return out
 
     return run
+
+
+def _local_value(value):
+    """A replicated variable of several JAX processes (a global array) as
+    this process's own copy, so a compiled call of this process alone
+    (sampling) can read it."""
+    if getattr(value, "is_fully_addressable", True):
+        return value
+    return value.addressable_data(0)
+
+
+def local_devices():
+    """How many devices of this process a sampling batch is spread over:
+    JAX's local devices (GPUs, TPU cores, or CPU devices made with
+    `--xla_force_host_platform_device_count`); 1 on TensorFlow and PyTorch
+    (one process per device there: see `gather_processes`)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return len(jax.local_devices())
+    return 1
+
+
+def spread_over_devices(arrays):
+    """Places each array (batch first, the batch a multiple of
+    `local_devices()`) split along the batch over this process's devices,
+    so a compiled step runs on all of them (JAX); returns them unchanged
+    with one device."""
+    if local_devices() == 1:
+        return [keras.ops.convert_to_tensor(a) for a in arrays]
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec
+
+    mesh = Mesh(np.array(jax.local_devices()), ("batch",))
+    sharding = NamedSharding(mesh, PartitionSpec("batch"))
+    return [jax.device_put(np.asarray(a), sharding) for a in arrays]
+
+
+def gather_processes(local, total):
+    """Every process's `local` array (its share of a request, in rank order,
+    batch first) concatenated, in every process of `process_group()`: a
+    collective that each process must call. `total` is the request's size
+    (the shares may differ by one)."""
+    import numpy as np
+
+    rank, world = process_group()
+    if world == 1:
+        return local
+    size = -(-total // world)
+    padded = np.zeros((size,) + local.shape[1:], local.dtype)
+    padded[: len(local)] = local
+    if keras.backend.backend() == "jax":
+        from jax.experimental import multihost_utils
+
+        shares = np.asarray(multihost_utils.process_allgather(padded))
+    else:
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.from_numpy(padded)
+        if dist.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        parts = [torch.empty_like(tensor) for _ in range(world)]
+        dist.all_gather(parts, tensor)
+        shares = np.stack([p.cpu().numpy() for p in parts])
+    sizes = [len(s) for s in np.array_split(np.arange(total), world)]
+    return np.concatenate([shares[r, : sizes[r]] for r in range(world)], axis=0)
 
 
 def random_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):

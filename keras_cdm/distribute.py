@@ -3,7 +3,8 @@ engine. The recipes call `configure_data_parallel()` once, then build and
 compile the model inside the scope it returns.
 
 Backend-specific, like `keras_cdm.backend`; it sits beside it at the bottom
-of the package and imports only Keras and the backend in use.
+of the package and imports only Keras, the backend in use and
+`keras_cdm.backend`.
 """
 
 import contextlib
@@ -25,11 +26,10 @@ def configure_data_parallel():
     by `keras_cdm.backend.setup_torch_ddp`; otherwise one device.
     """
     backend = keras.backend.backend()
+    initialize_processes()
     if backend == "jax":
         import jax
 
-        if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-            _initialize_jax_processes()
         if len(jax.devices()) > 1:
             processes = jax.process_count()
             # Several processes: each feeds its own share of the global batch
@@ -44,13 +44,8 @@ def configure_data_parallel():
                 contextlib.nullcontext(),
             )
     if backend == "torch" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch
         import torch.distributed as dist
 
-        if not dist.is_initialized():
-            if torch.cuda.is_available():
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         return (
             f"torch DDP rank {dist.get_rank()} of {dist.get_world_size()}",
             contextlib.nullcontext(),
@@ -75,6 +70,35 @@ def configure_data_parallel():
                 strategy.scope(),
             )
     return f"{backend} on one device", contextlib.nullcontext()
+
+
+_joined = []  # JAX: this process joined its coordinator
+
+
+def initialize_processes():
+    """Joins the processes this one was started with, if any: under JAX,
+    `jax.distributed` from `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`
+    and `JAX_PROCESS_ID`; under PyTorch, a `torch.distributed` group under
+    `torchrun` (`WORLD_SIZE` > 1; NCCL on GPUs, gloo on CPUs). Returns
+    `keras_cdm.backend.process_group()`: `(rank, number of processes)`.
+    Calling it again does nothing."""
+    from keras_cdm.backend import process_group
+
+    backend = keras.backend.backend()
+    if backend == "jax" and os.environ.get("JAX_COORDINATOR_ADDRESS") and not _joined:
+        # (Asking JAX how many processes there are would start its backend,
+        # after which it can no longer join others.)
+        _initialize_jax_processes()
+        _joined.append(True)
+    if backend == "torch" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return process_group()
 
 
 def _initialize_jax_processes():

@@ -3,6 +3,12 @@
     KERAS_BACKEND=jax python recipes/sample_cascade.py \\
         runs/demo/base16_tiny.keras runs/demo/sr16to32_tiny.keras \\
         --aug_levels 100 --num_steps 100 50 --num_images 100 --output_dir runs/samples
+
+Started as several processes (`torchrun`, or JAX's `JAX_COORDINATOR_ADDRESS`
+/ `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`, as the training recipes), each
+samples its share of the images and the first writes them all: the same
+images as one process. Under JAX each process also spreads its batches
+over its local devices.
 """
 
 import argparse
@@ -18,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import keras_cdm  # noqa: E402
+from keras_cdm.backend import local_devices  # noqa: E402
 from keras_cdm.utils.images import save_class_grid  # noqa: E402
 from keras_cdm.utils.images import save_npz  # noqa: E402
 
@@ -41,6 +48,7 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true", help="two images, two steps per stage")
     args = p.parse_args(argv)
     n = len(args.stages)
+    rank, world = keras_cdm.distribute.initialize_processes()
     if args.smoke:
         args.num_steps, args.num_images = [2], 2
     cascade = keras_cdm.CascadeSampler(
@@ -51,9 +59,22 @@ def main(argv=None):
         **common.sampling_kwargs(args, n),
     )
     labels = np.arange(args.num_images) % cascade.num_classes
+    share = np.array_split(np.arange(len(labels)), world)[rank]
+    if len(share) and (world > 1 or local_devices() > 1):
+        print(
+            f"[keras_cdm] process {rank} of {world}: images {share[0]}-{share[-1]} of "
+            f"{len(labels)}, each batch over {local_devices()} devices",
+            flush=True,
+        )
     final, per_stage = cascade.sample(
-        labels, seed=args.seed, batch_size=args.batch_size, return_all_stages=True
+        labels,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        return_all_stages=True,
+        across_processes=world > 1,
     )
+    if rank > 0:
+        return None
     os.makedirs(args.output_dir, exist_ok=True)
     grid = save_class_grid(
         os.path.join(args.output_dir, "grid.png"), final, labels, extra_stages=per_stage[:-1]

@@ -73,8 +73,9 @@ class DiffusionModel(keras.Model):
     dtypes, label range, finite pixels in [-1, 1]) and a dataset's element
     spec before the compiled step, and each step flags labels outside
     `[0, num_classes)`, non-finite or out-of-range pixels and a non-finite
-    loss (the `bad_input` log, 0 when clean): training then stops with an
-    error that names the step (`keras_cdm.models.training_guard`).
+    loss: training then stops with an error that names the step, also with
+    `compile(steps_per_execution=N)`, which `fit` supports on every backend
+    (`keras_cdm.models.training_guard`).
 
     `evaluate` reports the training objective on held-out data (`loss`, its
     `mse` and `vb` terms, one random `t` and noise per example) with noise

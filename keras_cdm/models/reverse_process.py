@@ -9,7 +9,9 @@ import numpy as np
 from keras import ops
 
 from keras_cdm.backend import compile_stateful
+from keras_cdm.backend import local_devices
 from keras_cdm.backend import random_normal
+from keras_cdm.backend import spread_over_devices
 from keras_cdm.utils.seeds import ImageNoise
 from keras_cdm.utils.seeds import device_normal
 from keras_cdm.utils.seeds import image_keys
@@ -298,13 +300,20 @@ class StageSampler:
                 raise ValueError(
                     f"Expected noise of shape {(batch,) + image_shape}. Received: {x.shape}"
                 )
-        x = ops.convert_to_tensor(x)
-        labels = ops.convert_to_tensor(labels, "int32")
-        conditioning = {k: ops.convert_to_tensor(v) for k, v in conditioning.items()}
         # Each image's key for its step noise: copied once, drawn on the device.
-        keys = ops.convert_to_tensor(
-            image_keys(seed, image_indices, self.STEP_NOISE_STREAM), "int32"
-        )
+        keys = image_keys(seed, image_indices, self.STEP_NOISE_STREAM).astype("int32")
+        names = sorted(conditioning)
+        arrays = [x, np.asarray(labels, "int32"), keys] + [
+            np.asarray(ops.convert_to_numpy(conditioning[k])) for k in names
+        ]
+        # The batch split over this process's devices (JAX): padded to a
+        # multiple of their count with copies of the last image, dropped at
+        # the end (each image's noise is its own, so the others are unchanged).
+        pad = -batch % local_devices()
+        if pad:
+            arrays = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in arrays]
+        x, labels, keys, *values = spread_over_devices(arrays)
+        conditioning = dict(zip(names, values))
         steps = list(range(self.diffusion.num_timesteps - 1, self.last_index - 1, -1))
         progbar = keras.utils.Progbar(len(steps), unit_name="step") if verbose else None
         prev_x0 = ops.zeros_like(x)  # DPM-Solver++(2M): the previous step's x0 prediction
@@ -317,7 +326,7 @@ class StageSampler:
                 x = self._step(x, step, labels, conditioning, keys)
             if progbar is not None:
                 progbar.update(n + 1)
-        return np.asarray(ops.convert_to_numpy(x), dtype="float32")
+        return np.asarray(ops.convert_to_numpy(x), dtype="float32")[:batch]
 
 
 def variational_bound_bpd(model, images, labels, conditioning, use_ema=True, seed=0, verbose=False):

@@ -3,6 +3,8 @@ import os
 
 import numpy as np
 
+from keras_cdm.backend import gather_processes
+from keras_cdm.backend import process_group
 from keras_cdm.models.diffusion_model import DiffusionModel
 from keras_cdm.models.loading import load_stage
 from keras_cdm.models.reverse_process import SamplerSettings
@@ -222,6 +224,7 @@ class CascadeSampler:
         output="float",
         return_all_stages=False,
         first_index=0,
+        across_processes=False,
     ):
         """Samples the cascade.
 
@@ -239,6 +242,13 @@ class CascadeSampler:
             first_index: int. Index of the first image in a larger request:
                 sampling a request chunk by chunk, each chunk with the index
                 of its first image, gives the images of the whole request.
+            across_processes: bool. Spread the request over the processes
+                of a `torch.distributed` group or of `jax.distributed`
+                (`keras_cdm.backend.process_group()`): each samples its
+                share of the images and every process returns them all,
+                identical to one process's. Every process must call
+                `sample` with the same arguments. Within a process the
+                batches are always spread over its devices (JAX).
 
         Returns:
             The final images, or `(images, [stage outputs])` when
@@ -253,13 +263,24 @@ class CascadeSampler:
             raise ValueError(f"`first_index` must be an int >= 0. Received: {first_index!r}")
         if first_index < 0:
             raise ValueError(f"`first_index` must be an int >= 0. Received: {first_index!r}")
+        rank, world = process_group() if across_processes else (0, 1)
+        if world > len(labels):
+            raise ValueError(
+                f"Cannot spread {len(labels)} images over {world} processes: "
+                "request at least one image per process."
+            )
+        # Contiguous shares in rank order: process r samples images
+        # `share` of the request (each image's noise depends on its index).
+        share = np.array_split(np.arange(len(labels)), world)[rank]
         per_stage = [[] for _ in self.stages]
-        for start in range(0, len(labels), batch_size):
-            positions = np.arange(start, min(start + batch_size, len(labels)))
+        for start in range(0, len(share), batch_size):
+            positions = share[start : start + batch_size]
             outs = self._sample_batch(labels[positions], seed, first_index + positions)
             for k, out in enumerate(outs):
                 per_stage[k].append(out)
         per_stage = [np.concatenate(p, axis=0) for p in per_stage]
+        if world > 1:
+            per_stage = [gather_processes(p, len(labels)) for p in per_stage]
         if output == "uint8":
             per_stage = [to_uint8(p) for p in per_stage]
         if return_all_stages:

@@ -2,7 +2,9 @@
 collectives, the README's JAX_* variables): the same losses and weights as
 one process on the same global batch, each process feeding only its share,
 one checkpoint written once, and a run whose processes are all killed and
-restarted with `--resume` ending at the same step with the same weights.
+restarted with `--resume` ending at the same step with the same weights;
+then sampling spread over both processes (and two devices in each) gives
+one process's images.
 (PyTorch's torchrun: tests/models/test_distribution.py and
 tests/recipes/test_signals.py.)"""
 
@@ -20,13 +22,11 @@ import pytest
 from conftest import BACKEND
 from conftest import to_numpy
 
-import keras_cdm  # noqa: F401  (registers the stage classes for load_model)
+import keras_cdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-pytestmark = [
-    pytest.mark.timeout(900),
-    pytest.mark.skipif(BACKEND != "jax", reason="jax.distributed processes"),
-]
+pytestmark = [pytest.mark.timeout(900)]
+jax_only = pytest.mark.skipif(BACKEND != "jax", reason="jax.distributed processes")
 FLAGS = ["--smoke", "--seed", "3", "--checkpoint_every", "2", "--batch_size", "4"]
 
 
@@ -77,6 +77,7 @@ def rows(out):
         return list(csv.DictReader(f))
 
 
+@jax_only
 def test_two_jax_processes_train_as_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     finish(launch(one, 4, 1))
@@ -97,8 +98,44 @@ def test_two_jax_processes_train_as_one(tmp_path):
     for w1, w2 in zip(single.network.weights, double.network.weights):
         np.testing.assert_allclose(to_numpy(w1), to_numpy(w2), atol=2 * 1e-4 * 4)
 
+    # Sampling spread over the two processes, each batch over two devices
+    # per process: the same images as this one process on one device.
+    port = free_port()
+    argv = [str(two / "base16.keras"), "--num_images", "5", "--num_steps", "3"]
+    argv += ["--sampler", "ddpm", "--seed", "4", "--output_dir", str(tmp_path / "samples")]
+    procs = []
+    for pid in range(2):
+        env = dict(
+            os.environ,
+            KERAS_BACKEND="jax",
+            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(pid),
+        )
+        log = open(tmp_path / f"sample.{pid}.log", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "recipes/sample_cascade.py"] + argv,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        proc.log = log.name
+        procs.append(proc)
+    stdout = finish(procs)
+    assert "process 0 of 2: images 0-2 of 5, each batch over 2 devices" in stdout[0]
+    assert "process 1 of 2: images 3-4 of 5, each batch over 2 devices" in stdout[1]
+    assert "wrote" in stdout[0] and "wrote" not in stdout[1]
+    spread = np.load(tmp_path / "samples" / "samples.npz")
+    cascade = keras_cdm.CascadeSampler([str(two / "base16.keras")], num_steps=3, sampler="ddpm")
+    here = cascade.sample(np.arange(5) % double.num_classes, seed=4, output="uint8")
+    np.testing.assert_array_equal(spread["labels"], np.arange(5) % double.num_classes)
+    assert np.abs(spread["images"].astype(int) - here.astype(int)).max() <= 1
+
 
 @pytest.mark.large
+@jax_only
 def test_two_jax_processes_killed_and_resumed_end_as_uninterrupted(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     finish(launch(full, 6, 2))
@@ -118,3 +155,38 @@ def test_two_jax_processes_killed_and_resumed_end_as_uninterrupted(tmp_path):
     assert int(to_numpy(b.optimizer.iterations)) == 6
     for w1, w2 in zip(a.network.weights, b.network.weights):
         np.testing.assert_allclose(to_numpy(w1), to_numpy(w2), atol=2 * 1e-4 * 6)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torchrun: a torch.distributed group")
+def test_torchrun_processes_sample_as_one(tmp_path):
+    """`sample_cascade.py` under torchrun: each process samples its share,
+    rank 0 writes every image, the images are one process's."""
+    from conftest import micro_network_config
+
+    keras.utils.set_random_seed(0)
+    stage = keras_cdm.DiffusionModel(
+        keras_cdm.UNet(**micro_network_config()),
+        diffusion=keras_cdm.GaussianDiffusion(num_timesteps=10),
+    )
+    stage.save(tmp_path / "base.keras")
+    argv = [str(tmp_path / "base.keras"), "--num_images", "5", "--num_steps", "3"]
+    argv += ["--sampler", "ddpm", "--seed", "4", "--output_dir", str(tmp_path / "samples")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+        + [f"--master_port={free_port()}", "recipes/sample_cascade.py"]
+        + argv,
+        cwd=ROOT,
+        env=dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "process 0 of 2: images 0-2 of 5" in proc.stdout
+    assert "process 1 of 2: images 3-4 of 5" in proc.stdout
+    assert proc.stdout.count("wrote") == 1
+    spread = np.load(tmp_path / "samples" / "samples.npz")
+    cascade = keras_cdm.CascadeSampler([str(tmp_path / "base.keras")], num_steps=3, sampler="ddpm")
+    here = cascade.sample(np.arange(5) % 3, seed=4, output="uint8")
+    np.testing.assert_array_equal(spread["labels"], np.arange(5) % 3)
+    assert np.abs(spread["images"].astype(int) - here.astype(int)).max() <= 1
