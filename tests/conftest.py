@@ -48,3 +48,11 @@ def no_tensorflow_env(**extra):
     PYTHONPATH, before the repository root."""
     hider = os.path.join(ROOT, "tests", "no_tensorflow")
     return dict(os.environ, PYTHONPATH=os.pathsep.join([hider, ROOT]), **extra)
+
+
+# Backend-agnostic logic (recipe flags and records, tools) runs once per CI
+# pass, from the torch pass (the fastest here).
+torch_pass_only = pytest.mark.skipif(
+    BACKEND != "torch",
+    reason="backend-agnostic recipe and tool logic; runs once per CI pass, from torch",
+)

@@ -1,5 +1,6 @@
 """Bad recipe flags and bad resumes: each is refused up front with a message
-that names the flag, value or file (every backend; none of them hangs)."""
+that names the flag, value or file (none of them hangs). Backend-agnostic:
+run from the torch pass."""
 
 import argparse
 import csv
@@ -12,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import torch_pass_only
 
 import keras_cdm
 
@@ -19,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # No recipe case may hang (a bad flag once looped forever): each is ended
 # after 10 minutes (pytest-timeout, installed by the `test` extra).
-pytestmark = [pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.timeout(600), torch_pass_only]
 sys.path.insert(0, os.path.join(ROOT, "recipes"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 

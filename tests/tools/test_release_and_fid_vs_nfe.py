@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT
 from conftest import micro_network_config
 from conftest import to_numpy
+from conftest import torch_pass_only
 
 import keras_cdm
 
@@ -25,7 +26,7 @@ import release_weights  # noqa: E402
 import sr_conditioning_check  # noqa: E402
 import sr_prediction_ab  # noqa: E402
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), torch_pass_only]
 
 
 def _checkpoint(tmp_path):
