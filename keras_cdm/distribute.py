@@ -19,8 +19,9 @@ def configure_data_parallel():
     Returns `(description, scope)`: build and compile the model inside `scope`.
     JAX: `keras.distribution.DataParallel` over all devices (multi-host after
     `keras.distribution.initialize()`, which reads the usual JAX coordinator
-    environment). TensorFlow: `TPUStrategy` on a TPU, `MultiWorkerMirroredStrategy`
-    when `TF_CONFIG` is set, `MirroredStrategy` over several GPUs.
+    environment). TensorFlow: `TPUStrategy` on a TPU, `MirroredStrategy` over
+    several GPUs; with `TF_CONFIG` set (several workers) `NotImplementedError`,
+    which says what to use instead.
     PyTorch: under `torchrun` (`WORLD_SIZE` > 1) one process per device in a
     `torch.distributed` group (NCCL on GPUs, gloo on CPUs), gradients averaged
     by `keras_cdm.backend.setup_torch_ddp`; otherwise one device.
@@ -61,7 +62,7 @@ def configure_data_parallel():
             strategy = tf.distribute.TPUStrategy(resolver)
         except (ValueError, tf.errors.NotFoundError):
             if os.environ.get("TF_CONFIG"):
-                strategy = tf.distribute.MultiWorkerMirroredStrategy()
+                raise NotImplementedError(MULTI_WORKER_TF)
             elif len(tf.config.list_logical_devices("GPU")) > 1:
                 strategy = tf.distribute.MirroredStrategy()
         if strategy is not None:
@@ -72,6 +73,17 @@ def configure_data_parallel():
     return f"{backend} on one device", contextlib.nullcontext()
 
 
+# Tried with two workers on localhost (TF_CONFIG, the recipe, Keras 3.15):
+# the first `fit` fails in Keras's TensorFlow trainer, which reduces the
+# first distributed batch with `strategy.reduce` (to build the model) and
+# MultiWorkerMirroredStrategy cannot reduce that eager PerReplica value.
+MULTI_WORKER_TF = (
+    "TF_CONFIG is set, but several TensorFlow workers (MultiWorkerMirroredStrategy) do "
+    "not train yet: Keras's TensorFlow trainer fails at the first step under it. Train on "
+    "several hosts with KERAS_BACKEND=jax (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+    "JAX_PROCESS_ID) or torch (torchrun); see the README's Devices table. Unset TF_CONFIG "
+    "to train on this host alone."
+)
 _joined = []  # JAX: this process joined its coordinator
 
 

@@ -46,6 +46,10 @@ class NoCheckpoint(RecipeError, FileNotFoundError):
     """`--resume` found no checkpoint."""
 
 
+class Unsupported(RecipeError, NotImplementedError):
+    """A setup the recipes cannot run (the message says what to use)."""
+
+
 class CheckpointExists(RecipeError, FileExistsError):
     """A new run would overwrite a checkpoint."""
 
@@ -700,7 +704,10 @@ def _train(stage, argv, stop):
         )
     output_dir = args.output_dir or os.path.join("runs", f"{stage}_{args.preset}")
     os.makedirs(output_dir, exist_ok=True)
-    devices, scope = configure_data_parallel()
+    try:
+        devices, scope = configure_data_parallel()
+    except NotImplementedError as e:
+        raise Unsupported(str(e)) from None
     print(
         f"[keras_cdm] {stage}: preset={preset} batch={batch} steps={steps} "
         f"backend={keras.backend.backend()} ({devices}) -> {output_dir}"

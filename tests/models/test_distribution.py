@@ -85,6 +85,28 @@ print("ok", hist.history["loss"])
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow tf.distribute test")
+def test_tf_workers_are_refused_in_one_line(tmp_path):
+    """Two TF_CONFIG workers fail at Keras's first step (MultiWorkerMirroredStrategy
+    cannot reduce the first eager PerReplica batch): the recipe says so up
+    front and names what works instead, instead of a traceback."""
+    config = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}'
+    proc = subprocess.run(
+        [sys.executable, "recipes/train_base16.py", "--smoke", "--output_dir", str(tmp_path)],
+        cwd=ROOT,
+        env=dict(
+            os.environ, KERAS_BACKEND="tensorflow", TF_CONFIG=config, TF_CPP_MIN_LOG_LEVEL="3"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "error: TF_CONFIG is set, but several TensorFlow workers" in proc.stderr
+    assert "KERAS_BACKEND=jax" in proc.stderr and "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "checkpoint.keras")
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow tf.distribute test")
 def test_tf_mirrored_strategy_trains_with_distinct_replica_noise(tmp_path):
     script = tmp_path / "mirrored.py"
     script.write_text(_TF_SCRIPT)
