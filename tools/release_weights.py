@@ -14,9 +14,12 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
 
 import keras_cdm  # noqa: E402
 
@@ -47,6 +50,24 @@ def run_summary(run_dir):
     return summary
 
 
+def command_at_step(command, step):
+    """The training command with `--train_steps` set to the step the release
+    was taken at: no schedule depends on the target (constant learning rate,
+    EMA warm-up by updates), so a run stopped at `step` of a longer target
+    holds exactly the weights of a run to `step`."""
+    if not command or step is None:
+        return command
+    found = re.search(r"--train_steps[ =](\d+)", command)
+    if found is None:
+        return f"{command} --train_steps {step}"
+    if int(found.group(1)) != step:
+        print(
+            f"[keras_cdm] the command said --train_steps {found.group(1)}; the checkpoint is "
+            f"at step {step}: training.json records --train_steps {step}, which reproduces it"
+        )
+    return command[: found.start()] + f"--train_steps {step}" + command[found.end() :]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="a .keras stage (e.g. a recipe's checkpoint.keras)")
@@ -55,16 +76,24 @@ def main(argv=None):
     p.add_argument("--description", default="", help="one line for training.json")
     p.add_argument("--command", default="", help="the training command, for training.json")
     args = p.parse_args(argv)
-    model = keras_cdm.models.load_stage(args.checkpoint, compile=False)
+    model = keras_cdm.models.load_stage(args.checkpoint)
     model.save_to_preset(args.output_dir, weights="ema", dtype=args.dtype)
+    summary = run_summary(os.path.dirname(os.path.abspath(args.checkpoint)))
+    optimizer = getattr(model, "optimizer", None)
+    step = (
+        int(keras.ops.convert_to_numpy(optimizer.iterations))
+        if optimizer is not None
+        else summary.get("logged_steps")
+    )
     info = {
         "description": args.description,
-        "command": args.command,
+        "command": command_at_step(args.command, step),
+        "steps": step,
         "checkpoint": args.checkpoint,
         "ema_updates": int(float(model.ema_updates.numpy())),
         "parameters": int(model.network.count_params()),
         "weights_dtype": args.dtype,
-        **run_summary(os.path.dirname(os.path.abspath(args.checkpoint))),
+        **summary,
     }
     with open(os.path.join(args.output_dir, "training.json"), "w") as f:
         json.dump(info, f, indent=2)

@@ -49,14 +49,19 @@ def _checkpoint(tmp_path):
 
 def test_release_weights_writes_a_float16_preset_with_its_run_record(tmp_path):
     model, ckpt = _checkpoint(tmp_path)
-    out = release_weights.main(
-        [ckpt, str(tmp_path / "release"), "--command", "python recipes/train_base16.py ..."]
-    )
+    # The command of a longer run stopped at this checkpoint: recorded with
+    # the checkpoint's step count, which reproduces the weights.
+    command = "python recipes/train_base16.py --train_steps 80 --network '{\"a\": 1}' --seed 0"
+    out = release_weights.main([ckpt, str(tmp_path / "release"), "--command", command])
     assert sorted(os.listdir(out)) == ["config.json", "ema.weights.h5", "training.json"]
     info = json.load(open(os.path.join(out, "training.json")))
     assert info["run"] == {"stage": "base16", "batch_size": 8}
     assert info["weights_dtype"] == "float16" and info["logged_steps"] == 40
-    assert info["command"] == "python recipes/train_base16.py ..."
+    assert info["command"] == command.replace("--train_steps 80", "--train_steps 40")
+    assert info["steps"] == 40  # an uncompiled checkpoint: the last logged step
+    assert release_weights.command_at_step("python r.py --seed 0", 7) == (
+        "python r.py --seed 0 --train_steps 7"
+    )
     # The median rate between checkpoints ignores the pause of the resume.
     assert info["seconds_per_step"] == 2.0 and info["train_time_s"] == 80
     again = keras_cdm.DiffusionModel.from_preset(out)
