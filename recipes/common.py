@@ -662,6 +662,20 @@ def resume_command(stage, argv, world=1):
 JAX_PROCESS_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
+class StageError(RecipeError, ValueError):
+    """Stages that cannot be loaded or sampled as given (missing, wrong order)."""
+
+
+def cli(fn):
+    """Runs a recipe's `main()` from the command line: a refusal
+    (`RecipeError`) is printed as one line, `error: ...`, and exits 2."""
+    try:
+        return fn()
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(stage, argv=None):
     """The command line of every `train_*.py` recipe.
 
@@ -674,11 +688,7 @@ def main(stage, argv=None):
     """
     if argv is not None:
         return _main(stage, list(argv))
-    try:
-        return _main(stage, sys.argv[1:])
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    return cli(lambda: _main(stage, sys.argv[1:]))
 
 
 def _main(stage, argv):

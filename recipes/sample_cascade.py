@@ -51,13 +51,17 @@ def main(argv=None):
     rank, world = keras_cdm.distribute.initialize_processes()
     if args.smoke:
         args.num_steps, args.num_images = [2], 2
-    cascade = keras_cdm.CascadeSampler(
-        args.stages,
-        aug_levels=args.aug_levels if args.aug_levels is not None else [0] * (n - 1),
-        mode=args.mode,
-        verbose=not args.smoke,
-        **common.sampling_kwargs(args, n),
-    )
+    kwargs = common.sampling_kwargs(args, n)  # FlagError: one value or one per stage
+    try:
+        cascade = keras_cdm.CascadeSampler(
+            args.stages,
+            aug_levels=args.aug_levels if args.aug_levels is not None else [0] * (n - 1),
+            mode=args.mode,
+            verbose=not args.smoke,
+            **kwargs,
+        )
+    except (FileNotFoundError, ValueError) as e:  # a missing stage, stages that do not chain
+        raise common.StageError(str(e)) from None
     labels = np.arange(args.num_images) % cascade.num_classes
     share = np.array_split(np.arange(len(labels)), world)[rank]
     if len(share) and (world > 1 or local_devices() > 1):
@@ -85,4 +89,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    common.cli(main)

@@ -18,6 +18,7 @@ training. The cosine schedule is assumed (Improved DDPM's). `_small` and
 
 import copy
 import dataclasses
+import os
 
 from keras_cdm.networks.architectures import ARCHITECTURES
 from keras_cdm.networks.architectures import PAPER_NAMES
@@ -155,6 +156,13 @@ for _name in PAPER_NAMES:
 
 def get_preset(name):
     """The `StagePreset` called `name` (a copy)."""
+    if isinstance(name, str) and name not in PRESETS and ("/" in name or os.sep in name):
+        # A path, not a name: say that it is missing.
+        raise FileNotFoundError(
+            f"Preset directory not found: {name!r} does not exist. Expected a directory "
+            "written by model.save_to_preset(dir) (e.g. weights/cifar10/base16), a .keras "
+            f"file, or a preset name, one of {sorted(PRESETS)}."
+        )
     if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(
             f"Unknown preset. Expected a preset name, one of {sorted(PRESETS)}, or a preset "

@@ -184,3 +184,33 @@ def test_spacing_flag_takes_one_value_or_one_per_stage(capsys):
     with pytest.raises(SystemExit):
         p.parse_args(["--spacing", "karras"])
     assert "--spacing: invalid choice: 'karras'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["weights/cifar10/base1", "weights/cifar10/sr16to32"],
+            "error: Preset directory not found: 'weights/cifar10/base1' does not exist",
+        ),
+        (
+            ["weights/cifar10/sr16to32", "weights/cifar10/base16"],
+            "error: The first stage of a cascade must be a base DiffusionModel.",
+        ),
+        (
+            ["weights/cifar10/base16", "weights/cifar10/sr16to32", "--num_steps", "20", "20", "20"],
+            "error: --num_steps takes one value or one per stage (2). Received: 3 values",
+        ),
+    ],
+)
+def test_sample_cascade_refuses_in_one_line(argv, message, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "recipes/sample_cascade.py", *argv, "--output_dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not os.listdir(tmp_path)
