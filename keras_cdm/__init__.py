@@ -1,5 +1,7 @@
 """keras_cdm: Cascaded Diffusion Models for Keras 3 (JAX, TensorFlow, PyTorch)."""
 
+# First: checks the Keras backend before any import loads Keras.
+from keras_cdm import _backend_check  # noqa: F401
 from keras_cdm import data
 from keras_cdm import distribute
 from keras_cdm import evaluation

@@ -17,10 +17,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+try:
+    import keras_cdm  # noqa: E402  (checks the Keras backend before Keras loads it)
+except ImportError as e:
+    if type(e).__name__ != "BackendError":
+        raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras_cdm  # noqa: E402
 from keras_cdm.backend import any_process  # noqa: E402
 from keras_cdm.backend import process_group  # noqa: E402
 from keras_cdm.backend import setup_torch_ddp  # noqa: E402

@@ -214,3 +214,41 @@ def test_sample_cascade_refuses_in_one_line(argv, message, tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_the_keras_backend_is_checked_before_keras_loads(tmp_path):
+    """A backend name Keras does not know, or a keras.json backend that is
+    not installed (TensorFlow hidden here): one line naming the valid
+    backends and the extra to install, exit 2, before Keras is imported."""
+    from conftest import no_tensorflow_env
+
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
+    cases = [
+        (
+            dict(os.environ, KERAS_BACKEND="pytorch"),
+            "error: KERAS_BACKEND asks for the Keras backend 'pytorch'; keras_cdm runs on "
+            "jax, tensorflow, torch",
+        ),
+        (
+            {
+                k: v
+                for k, v in no_tensorflow_env(KERAS_HOME=str(tmp_path)).items()
+                if k != "KERAS_BACKEND"
+            },
+            f"error: {tmp_path / 'keras.json'} (no KERAS_BACKEND set) asks for the Keras backend "
+            "'tensorflow', which is not installed here",
+        ),
+    ]
+    for env, message in cases:
+        proc = subprocess.run(
+            [sys.executable, "recipes/train_base16.py", "--smoke", "--output_dir", str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+    assert 'pip install -e ".[tensorflow]"' in proc.stderr
+    assert not os.path.exists(tmp_path / "run.json")
