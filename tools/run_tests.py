@@ -7,6 +7,7 @@ Each backend runs in its own process (the backend is fixed at import).
 Exits non-zero if ruff or any backend fails.
 """
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -17,9 +18,38 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("jax", "tensorflow", "torch")
 
 
+# What the suite needs besides a backend: the `test` extra.
+TEST_MODULES = {"pytest": "pytest", "pytest_timeout": "pytest-timeout", "ruff": "ruff"}
+
+
+def missing_requirements(backends):
+    """Lines that say what is not installed and which extra installs it."""
+    lines = []
+    test = [pkg for mod, pkg in TEST_MODULES.items() if importlib.util.find_spec(mod) is None]
+    if test:
+        lines.append(
+            f"the `test` extra is not installed (missing: {', '.join(test)}): "
+            'pip install -e ".[cpu,test]" (or ".[jax,test]", ".[torch,test]")'
+        )
+    installed = [b for b in BACKENDS if importlib.util.find_spec(b) is not None]
+    only = f", or test the installed ones only (python tools/run_tests.py {' '.join(installed)})"
+    for backend in backends:
+        if backend not in installed:
+            lines.append(
+                f'the {backend} backend is not installed: pip install -e ".[{backend}]"'
+                + (only if installed else "")
+            )
+    return lines
+
+
 def main(argv):
     backends = [a for a in argv if a in BACKENDS] or list(BACKENDS)
     extra = [a for a in argv if a not in BACKENDS]
+    missing = missing_requirements(backends)
+    if missing:
+        for line in missing:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     failed = []
     lint = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=ROOT)
     if lint.returncode:

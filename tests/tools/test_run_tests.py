@@ -1,0 +1,32 @@
+"""`tools/run_tests.py` says which extra is missing instead of failing every pass."""
+
+import importlib.util
+import os
+import sys
+
+from conftest import ROOT
+from conftest import torch_pass_only
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import run_tests  # noqa: E402
+
+pytestmark = torch_pass_only
+
+
+def test_missing_extras_are_named(monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    hidden = {"ruff", "pytest_timeout", "tensorflow"}
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in hidden else find_spec(name, *a),
+    )
+    assert run_tests.main(["jax", "tensorflow"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "error: the `test` extra is not installed (missing: pytest-timeout, ruff): "
+        'pip install -e ".[cpu,test]" (or ".[jax,test]", ".[torch,test]")',
+        'error: the tensorflow backend is not installed: pip install -e ".[tensorflow]", '
+        "or test the installed ones only (python tools/run_tests.py jax torch)",
+    ]
