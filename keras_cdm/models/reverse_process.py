@@ -315,7 +315,16 @@ class StageSampler:
         x, labels, keys, *values = spread_over_devices(arrays)
         conditioning = dict(zip(names, values))
         steps = list(range(self.diffusion.num_timesteps - 1, self.last_index - 1, -1))
-        progbar = keras.utils.Progbar(len(steps), unit_name="step") if verbose else None
+        progbar = None
+        if verbose:
+            size = self.model.image_size
+            kind = "SR" if getattr(self.model, "low_res_size", None) else "base"
+            print(
+                f"[keras_cdm] {kind} stage {size}x{size}: {len(steps)} {self.sampler} steps "
+                f"for {batch} images",
+                flush=True,
+            )
+            progbar = keras.utils.Progbar(len(steps), unit_name="step")
         prev_x0 = ops.zeros_like(x)  # DPM-Solver++(2M): the previous step's x0 prediction
         for n, i in enumerate(steps):
             step = ops.convert_to_tensor(i, "int32")

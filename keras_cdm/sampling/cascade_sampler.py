@@ -291,9 +291,14 @@ class CascadeSampler:
         """The seed stage `stage` samples with for the cascade's `seed`."""
         return derive_seed(seed, stage)
 
+    def _announce(self, k):
+        if self.verbose:
+            print(f"[keras_cdm] cascade stage {k + 1} of {len(self.stages)}", flush=True)
+
     def _sample_batch(self, labels, seed, indices):
         truncated = self.mode == "truncated"
         outputs = []
+        self._announce(0)
         stop = self.aug_levels[0] if truncated and self.aug_levels else 0
         x = self.stages[0].sample(
             self._stage_labels(self.stages[0], labels),
@@ -307,6 +312,7 @@ class CascadeSampler:
             noisy = truncated and s > 0
             cond = x if noisy else np.clip(x, -1.0, 1.0)
             stop = self.aug_levels[k] if truncated and k < len(self.aug_levels) else 0
+            self._announce(k)
             x = stage.sample(
                 cond,
                 self._stage_labels(stage, labels),

@@ -174,3 +174,18 @@ def test_sampler_settings_one_object_everywhere(stages):
         keras_cdm.models.SamplerSettings(sampler="euler")
     with pytest.raises(ValueError, match=r"`num_steps` must be a positive int.*0"):
         keras_cdm.models.SamplerSettings(num_steps=0)
+
+
+def test_progress_names_each_stage(stages, capsys):
+    base, sr1, _ = stages
+    c = CascadeSampler([base, sr1], num_steps=[3, 2], sampler=["ddpm", "ddim"], verbose=True)
+    c.sample(labels=[0, 1], seed=0)
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("[keras_cdm]")]
+    size, sr_size = base.image_size, sr1.image_size
+    assert lines == [
+        "[keras_cdm] cascade stage 1 of 2",
+        f"[keras_cdm] base stage {size}x{size}: 3 ddpm steps for 2 images",
+        "[keras_cdm] cascade stage 2 of 2",
+        f"[keras_cdm] SR stage {sr_size}x{sr_size}: 2 ddim steps for 2 images",
+    ]
