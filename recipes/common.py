@@ -34,6 +34,7 @@ from keras_cdm.distribute import configure_data_parallel  # noqa: E402
 from keras_cdm.models.presets import get_preset  # noqa: E402
 from keras_cdm.utils.interrupts import SignalStop  # noqa: E402
 from keras_cdm.utils.interrupts import StopOnSignal  # noqa: E402
+from keras_cdm.utils.progress import TrainingProgress  # noqa: E402
 
 
 class RecipeError(Exception):
@@ -152,6 +153,13 @@ def parse_args(stage, argv=None):
     )
     p.add_argument(
         "--checkpoint_every", type=POSITIVE_INT, default=None, help="steps between checkpoints"
+    )
+    p.add_argument(
+        "--log_every",
+        type=POSITIVE_INT,
+        default=50,
+        help="steps between progress lines (step, loss, img/s, ETA) on stdout and in "
+        "output_dir/train.log",
     )
     p.add_argument(
         "--sample_every",
@@ -523,6 +531,7 @@ class Checkpoint(keras.callbacks.Callback):
                 w.writeheader()
             w.writerow(row)
         self.saves += 1
+        print(f"[keras_cdm] checkpoint at step {step}: {self.path}", flush=True)
         if self.sample_every and self.saves % self.sample_every == 0:
             write_sample_grid(
                 self.model,
@@ -760,6 +769,11 @@ def _train(stage, argv, stop):
     # collective of a flag per step).
     agree = any_process if world > 1 else None
     callbacks = [StopOnSignal(stop, "stop", agree), checkpoint]
+    if rank == 0:
+        log = os.path.join(output_dir, "train.log")
+        callbacks.append(
+            TrainingProgress(steps, batch * world, args.log_every, first_step=start, log_path=log)
+        )
     if args.tensorboard and rank == 0:
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(output_dir, "tb"), update_freq="epoch")
@@ -784,7 +798,7 @@ def _train(stage, argv, stop):
                 initial_epoch=done // every,
                 steps_per_epoch=every,
                 callbacks=callbacks + [StopAtStep(done, steps)],
-                verbose=2 if rank == 0 else 0,
+                verbose=0,
             )
         if current_step(model) == done:
             raise RuntimeError(

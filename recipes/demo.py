@@ -58,7 +58,11 @@ def main(argv=None):
             f"for {steps} steps on {keras.backend.backend()}",
             flush=True,
         )
-        model.fit(data, epochs=1, steps_per_epoch=steps, verbose=2)
+        # A progress line (step, loss, img/s, ETA) every ~5% of the run.
+        progress = keras_cdm.utils.progress.TrainingProgress(
+            steps, args.batch_size, every=max(1, steps // 20)
+        )
+        model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[progress], verbose=0)
         path = os.path.join(args.output_dir, f"{name}.keras")
         model.save(path)
         stages.append(path)

@@ -223,6 +223,13 @@ def test_stops_exactly_and_keeps_the_checkpoint_interval(tmp_path):
     )
     rows = read_csv(tmp_path / "log.csv")
     assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]
+    # Progress lines (--log_every 50: only at each run's end) in train.log.
+    progress = (tmp_path / "train.log").read_text().splitlines()
+    assert [line.split("  ")[0] for line in progress] == [
+        "[keras_cdm] step 3/3",
+        "[keras_cdm] step 6/6",
+    ]
+    assert "img/s" in progress[-1] and progress[-1].endswith("ETA 0:00:00")
     assert [r["bad_input"] for r in rows] == ["0", "0", "", ""]
     assert all(float(r["loss"]) >= float(r["mse"]) > 0 for r in rows)
 
