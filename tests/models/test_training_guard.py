@@ -6,6 +6,7 @@ import keras
 import keras.src.callbacks.callback_list as callback_list
 import numpy as np
 import pytest
+from conftest import BACKEND
 from conftest import micro_network_config
 from conftest import to_numpy
 
@@ -54,19 +55,23 @@ def host_reads(monkeypatch):
 
 def test_several_steps_per_execution(host_reads):
     x, y = data()
-    one = make_model(1)
-    one.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
-    per_step = len(host_reads)
-    host_reads.clear()
+    # One step per execution, to compare with: on PyTorch, where the
+    # multi-step function is keras_cdm's own; elsewhere it is Keras's (and
+    # each compilation costs a minute here).
+    one = None
+    if BACKEND == "torch":
+        one = make_model(1)
+        one.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
+        assert len(host_reads) == 8 + 2
+        host_reads.clear()
     four = make_model(4)
     history = four.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
-    # 8 steps: 8 batch ends (+ epoch and train end) against 2 (+ the same 2).
-    assert per_step == 8 + 2
+    # 8 steps: 2 batch ends (+ epoch and train end), against 8 (+ the same 2).
     assert len(host_reads) == 2 + 2
     assert int(to_numpy(four.optimizer.iterations)) == 8
-    # Four steps per execution train exactly as one at a time.
-    for a, b in zip(one.get_weights(), four.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    if one is not None:  # four steps per execution train exactly as one at a time
+        for a, b in zip(one.get_weights(), four.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # The guard's entries stay out of the logs and the history.
     assert sorted(history.history) == ["loss", "mse", "vb"]
 
