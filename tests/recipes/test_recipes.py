@@ -83,8 +83,8 @@ def next_backend():
 
 
 # On TensorFlow (5 min there) the signal test already stops, resumes and
-# compares a TF run with an uninterrupted one, and the JAX pass
-# resumes its checkpoint under TensorFlow; `-m large` runs it there too.
+# compares a TF run with an uninterrupted one, and the torch pass resumes
+# its checkpoint under TensorFlow; `-m large` runs it there too.
 @pytest.mark.parametrize(
     "_", [pytest.param(0, marks=[pytest.mark.large] if BACKEND == "tensorflow" else [])]
 )
