@@ -5,6 +5,8 @@ import time
 
 import keras
 
+from keras_cdm.utils.validation import check_positive_int
+
 
 def _duration(seconds):
     seconds = int(round(seconds))
@@ -45,16 +47,9 @@ class TrainingProgress(keras.callbacks.Callback):
 
     def __init__(self, total_steps, batch_size, every=50, first_step=0, log_path=None, stream=None):
         super().__init__()
-        for name, value in (
-            ("total_steps", total_steps),
-            ("batch_size", batch_size),
-            ("every", every),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
-        self.total_steps = total_steps
-        self.batch_size = batch_size
-        self.every = every
+        self.total_steps = check_positive_int("total_steps", total_steps)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.every = check_positive_int("every", every)
         self.step = first_step
         self.log_path = log_path
         self.stream = stream

@@ -37,24 +37,30 @@ def free_port():
 
 
 def launch(out, steps, processes, extra=()):
-    """Starts the processes; their output goes to files beside `out` (a
-    pipe nobody reads could fill and stall them)."""
+    """Starts the recipe's processes; their output goes to files beside
+    `out` (a pipe nobody reads could fill and stall them)."""
+    argv = FLAGS + ["--train_steps", str(steps), "--output_dir", str(out), *extra]
+    return start_processes("recipes/train_base16.py", argv, processes, f"{out}.{len(extra)}")
+
+
+def start_processes(script, argv, processes, log_prefix, **env):
+    """`processes` JAX processes of `script` joined by a localhost
+    coordinator (one process: no coordinator); logs at `log_prefix.PID.log`."""
     port = free_port()
     procs = []
     for pid in range(processes):
-        env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+        variables = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", **env)
         if processes > 1:
-            env.update(
+            variables.update(
                 JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                 JAX_NUM_PROCESSES=str(processes),
                 JAX_PROCESS_ID=str(pid),
             )
-        argv = FLAGS + ["--train_steps", str(steps), "--output_dir", str(out), *extra]
-        log = open(f"{out}.{pid}.{len(extra)}.log", "w")
+        log = open(f"{log_prefix}.{pid}.log", "w")
         proc = subprocess.Popen(
-            [sys.executable, "recipes/train_base16.py"] + argv,
+            [sys.executable, script] + argv,
             cwd=ROOT,
-            env=env,
+            env=variables,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -100,29 +106,15 @@ def test_two_jax_processes_train_as_one(tmp_path):
 
     # Sampling spread over the two processes, each batch over two devices
     # per process: the same images as this one process on one device.
-    port = free_port()
     argv = [str(two / "base16.keras"), "--num_images", "5", "--num_steps", "3"]
     argv += ["--sampler", "ddpm", "--seed", "4", "--output_dir", str(tmp_path / "samples")]
-    procs = []
-    for pid in range(2):
-        env = dict(
-            os.environ,
-            KERAS_BACKEND="jax",
-            XLA_FLAGS="--xla_force_host_platform_device_count=2",
-            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-            JAX_NUM_PROCESSES="2",
-            JAX_PROCESS_ID=str(pid),
-        )
-        log = open(tmp_path / f"sample.{pid}.log", "w")
-        proc = subprocess.Popen(
-            [sys.executable, "recipes/sample_cascade.py"] + argv,
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        proc.log = log.name
-        procs.append(proc)
+    procs = start_processes(
+        "recipes/sample_cascade.py",
+        argv,
+        2,
+        str(tmp_path / "sample"),
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    )
     stdout = finish(procs)
     assert "process 0 of 2: images 0-2 of 5, each batch over 2 devices" in stdout[0]
     assert "process 1 of 2: images 3-4 of 5, each batch over 2 devices" in stdout[1]

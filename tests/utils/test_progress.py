@@ -30,7 +30,7 @@ def test_a_line_every_n_steps_and_at_the_end(tmp_path, capsys):
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match=r"`every` must be an int >= 1. Received: every=0"):
+    with pytest.raises(ValueError, match=r"`every` must be a positive int. Received: every=0"):
         TrainingProgress(10, batch_size=8, every=0)
-    with pytest.raises(ValueError, match=r"`total_steps` must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"`total_steps` must be a positive int"):
         TrainingProgress(2.5, batch_size=8)
