@@ -81,6 +81,22 @@ def _local_value(value):
     return value.addressable_data(0)
 
 
+def has_accelerator():
+    """Whether the backend sees a GPU or TPU (not only CPUs)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return any(d.platform != "cpu" for d in jax.devices())
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def local_devices():
     """How many devices of this process a sampling batch is spread over:
     JAX's local devices (GPUs, TPU cores, or CPU devices made with

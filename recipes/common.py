@@ -28,6 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_cdm.backend import any_process  # noqa: E402
+from keras_cdm.backend import has_accelerator  # noqa: E402
 from keras_cdm.backend import process_group  # noqa: E402
 from keras_cdm.backend import setup_torch_ddp  # noqa: E402
 from keras_cdm.distribute import configure_data_parallel  # noqa: E402
@@ -98,7 +99,10 @@ _json_object.__name__ = "JSON object"
 
 
 def parse_args(stage, argv=None):
-    p = argparse.ArgumentParser(description=f"Train the {stage} stage of a cascade.")
+    p = argparse.ArgumentParser(
+        description=f"Train the {stage} stage of a cascade.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument(
         "--preset",
         default="paper",
@@ -120,9 +124,13 @@ def parse_args(stage, argv=None):
     p.add_argument("--data_dir", default=None, help="TFDS data_dir")
     p.add_argument("--num_synthetic", type=POSITIVE_INT, default=2000, help="synthetic set size")
     p.add_argument("--batch_size", type=POSITIVE_INT, default=None, help="global batch size")
-    p.add_argument("--train_steps", type=POSITIVE_INT, default=None)
-    p.add_argument("--learning_rate", type=POSITIVE_FLOAT, default=1e-4)
-    p.add_argument("--ema_decay", type=UNIT_INTERVAL, default=None)
+    p.add_argument(
+        "--train_steps", type=POSITIVE_INT, default=None, help="step to train to (None: preset's)"
+    )
+    p.add_argument("--learning_rate", type=POSITIVE_FLOAT, default=1e-4, help="Adam's")
+    p.add_argument(
+        "--ema_decay", type=UNIT_INTERVAL, default=None, help="EMA decay (None: preset's)"
+    )
     p.add_argument(
         "--augmentation",
         default=None,
@@ -135,14 +143,19 @@ def parse_args(stage, argv=None):
         choices=list(keras_cdm.diffusion.gaussian_diffusion.MEAN_TYPES),
         help="what the network predicts (default: the preset's; small/tiny SR presets: v)",
     )
-    p.add_argument("--label_dropout", type=UNIT_INTERVAL, default=0.0)
+    p.add_argument(
+        "--label_dropout",
+        type=UNIT_INTERVAL,
+        default=0.0,
+        help="share of labels replaced by the null label (for classifier-free guidance)",
+    )
     p.add_argument(
         "--network",
         type=_json_object,
         default=None,
         help="JSON overrides of the preset's network, e.g. '{\"base_channels\": 16}'",
     )
-    p.add_argument("--output_dir", default=None)
+    p.add_argument("--output_dir", default=None, help="(None: runs/<stage>_<preset>)")
     p.add_argument(
         "--steps_per_execution",
         type=POSITIVE_INT,
@@ -178,11 +191,14 @@ def parse_args(stage, argv=None):
         help="with --resume: write this command's data flags as output_dir/run.json instead "
         "of checking them against it (for a run.json that is missing or damaged)",
     )
-    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="data order, noise, init")
     p.add_argument(
-        "--mixed_precision", default=None, choices=[None, "mixed_bfloat16", "mixed_float16"]
+        "--mixed_precision",
+        default=None,
+        choices=[None, "mixed_bfloat16", "mixed_float16"],
+        help="Keras dtype policy (None: float32)",
     )
-    p.add_argument("--flip", type=int, default=1, choices=[0, 1])
+    p.add_argument("--flip", type=int, default=1, choices=[0, 1], help="random horizontal flips")
     p.add_argument(
         "--tensorboard",
         action="store_true",
@@ -602,6 +618,18 @@ def set_steps_per_execution(model, n):
         model.train_function = None
 
 
+def paper_preset_note(preset, parameters, accelerator):
+    """A line for a paper preset trained without a GPU or TPU (None when
+    there is nothing to say)."""
+    if not accelerator and not preset.endswith(("_small", "_tiny")):
+        return (
+            f"[keras_cdm] note: {preset} is the paper's network ({parameters:,} parameters) and "
+            "this machine has no GPU or TPU: a step can take minutes. --preset small or tiny "
+            "are sized for CPUs; the progress lines give the ETA."
+        )
+    return None
+
+
 def load_or_build(stage, preset, batch, args, output_dir, devices, write=True):
     """The model to train and the step it is at (0 for a new run); only the
     process that writes (`write`) writes the run record."""
@@ -752,6 +780,9 @@ def _train(stage, argv, stop):
         )
     if start:
         print(f"[keras_cdm] resumed at step {start} (from the checkpoint's optimizer)")
+    note = paper_preset_note(preset, model.network.count_params(), has_accelerator())
+    if note and rank == 0:
+        print(note, flush=True)
     shard = None
     if world > 1:
         if batch % world:

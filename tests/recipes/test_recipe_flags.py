@@ -252,3 +252,17 @@ def test_the_keras_backend_is_checked_before_keras_loads(tmp_path):
         assert "Traceback" not in proc.stderr
     assert 'pip install -e ".[tensorflow]"' in proc.stderr
     assert not os.path.exists(tmp_path / "run.json")
+
+
+def test_help_shows_defaults_and_paper_presets_on_a_cpu_get_a_note(capsys):
+    common = importlib.import_module("common")
+    with pytest.raises(SystemExit):
+        common.parse_args("base32", ["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: paper)", "(default: 0.0001)", "(default: 50)", "(default: 1)"):
+        assert default in text
+    note = common.paper_preset_note("base32", 825_000_000, accelerator=False)
+    assert "base32 is the paper's network (825,000,000 parameters)" in note
+    assert "--preset small or tiny are sized for CPUs" in note
+    assert common.paper_preset_note("base32", 825_000_000, accelerator=True) is None
+    assert common.paper_preset_note("base32_small", 30_000_000, accelerator=False) is None
