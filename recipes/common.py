@@ -363,7 +363,9 @@ def _plain(value):
 RUN_KEYS = ("stage", "preset", "batch_size", "seed", "dataset", "num_synthetic", "flip")
 
 
-def run_record(stage, preset, batch, args):
+def run_record(stage, preset, batch, args, class_names=None):
+    """What `run.json` records (`RUN_KEYS` are checked on `--resume`; the
+    class names of the data say which label is which class)."""
     return {
         "stage": stage,
         "preset": preset,
@@ -373,6 +375,7 @@ def run_record(stage, preset, batch, args):
         "num_synthetic": args.num_synthetic,
         "flip": args.flip,
         "network": args.network,
+        "class_names": list(class_names) if class_names else None,
         "keras_cdm": keras_cdm.__version__,
     }
 
@@ -452,6 +455,9 @@ def open_source(stage, preset, args):
         args.network = dict(args.network or {}, num_classes=0)
         if not unlabelled:
             source = source.without_labels()
+    elif source.class_names:
+        mapping = ", ".join(f"{i}={name}" for i, name in enumerate(source.class_names))
+        print(f"[keras_cdm] {args.dataset}: {source.num_classes} classes, label = {mapping}")
     return source
 
 
@@ -630,12 +636,12 @@ def paper_preset_note(preset, parameters, accelerator):
     return None
 
 
-def load_or_build(stage, preset, batch, args, output_dir, devices, write=True):
+def load_or_build(stage, preset, batch, args, output_dir, devices, write=True, class_names=None):
     """The model to train and the step it is at (0 for a new run); only the
     process that writes (`write`) writes the run record."""
     ckpt = os.path.join(output_dir, "checkpoint.keras")
     record_path = os.path.join(output_dir, "run.json")
-    record = run_record(stage, preset, batch, args)
+    record = run_record(stage, preset, batch, args, class_names)
     if args.resume:
         if not os.path.exists(ckpt):
             raise NoCheckpoint(
@@ -771,7 +777,7 @@ def _train(stage, argv, stop):
         # The checkpoint holds raw and EMA weights, optimizer state, the step
         # counter (optimizer.iterations) and the model's RNG state.
         model, start = load_or_build(
-            stage, preset, batch, args, output_dir, devices, write=rank == 0
+            stage, preset, batch, args, output_dir, devices, rank == 0, source.class_names
         )
     if start >= steps:
         raise ResumeRefused(

@@ -266,3 +266,23 @@ def test_help_shows_defaults_and_paper_presets_on_a_cpu_get_a_note(capsys):
     assert "--preset small or tiny are sized for CPUs" in note
     assert common.paper_preset_note("base32", 825_000_000, accelerator=True) is None
     assert common.paper_preset_note("base32_small", 30_000_000, accelerator=False) is None
+
+
+def test_an_image_folders_classes_are_printed_and_recorded(tmp_path, capsys):
+    from PIL import Image
+
+    common = importlib.import_module("common")
+    rng = np.random.default_rng(0)
+    for name in ("dog", "cat"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(2):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    out = tmp_path / "run"
+    common.main(
+        "base16",
+        ["--smoke", "--train_steps", "1", "--dataset", str(tmp_path / "data")]
+        + ["--network", '{"base_channels": 8, "norm_groups": 4}', "--output_dir", str(out)],
+    )
+    assert "2 classes, label = 0=cat, 1=dog" in capsys.readouterr().out
+    assert json.load(open(out / "run.json"))["class_names"] == ["cat", "dog"]
