@@ -96,7 +96,13 @@ def test_two_jax_processes_train_as_one(tmp_path):
     for ra, rb in zip(a, b):
         assert float(rb["loss"]) == pytest.approx(float(ra["loss"]), rel=1e-4)
     # One checkpoint and one final stage, written by process 0 alone.
-    assert sorted(os.listdir(two)) == ["base16.keras", "checkpoint.keras", "log.csv", "run.json"]
+    assert sorted(os.listdir(two)) == [
+        "base16.keras",
+        "checkpoint.keras",
+        "log.csv",
+        "run.json",
+        "train.log",
+    ]
     # Float noise only (CPU reductions differ between processes and runs;
     # Adam's normalised update can raise it to ~lr per element and step).
     single = keras.saving.load_model(one / "base16.keras")
