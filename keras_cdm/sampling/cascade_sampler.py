@@ -1,5 +1,7 @@
+import json
 import numbers
 import os
+import zipfile
 
 import numpy as np
 
@@ -42,6 +44,43 @@ def _load_stage(stage):
             f"file, a preset directory or a preset name. Received: {type(stage).__name__}"
         )
     return stage
+
+
+def _outline(stage):
+    """`(is SR, image size, low-res size)` of a stage given as a `.keras` file
+    or a preset directory, read from its config alone (None otherwise)."""
+    if not isinstance(stage, (str, os.PathLike)):
+        return None
+    path = os.fspath(stage)
+    try:
+        if os.path.isdir(path):
+            with open(os.path.join(path, "config.json")) as f:
+                config = json.load(f)["stage"]
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        else:
+            return None
+        network = config["config"]["network"]["config"]
+        sr = config["class_name"] == "SuperResDiffusionModel"
+        return sr, int(network["image_size"]), network.get("low_res_size") if sr else None
+    except (OSError, KeyError, TypeError, ValueError):
+        return None  # loading the stage says what is wrong
+
+
+def _check_chain(outlines):
+    """Stage order and sizes from `(is SR, image size, low-res size)` per stage."""
+    if outlines[0][0]:
+        raise ValueError("The first stage of a cascade must be a base DiffusionModel.")
+    for k in range(1, len(outlines)):
+        (_, size, _), (sr, _, low) = outlines[k - 1], outlines[k]
+        if not sr:
+            raise ValueError(f"Stage {k} must be a SuperResDiffusionModel.")
+        if low != size:
+            raise ValueError(
+                f"Stages do not chain: stage {k - 1} makes {size}x{size} images but stage "
+                f"{k} expects {low}x{low} conditioning."
+            )
 
 
 class CascadeSampler:
@@ -98,22 +137,22 @@ class CascadeSampler:
     ):
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
-        stages = [_load_stage(s) for s in stages]
+        stages = list(stages)
         if not stages:
             raise ValueError("A cascade needs at least one stage.")
-        if isinstance(stages[0], SuperResDiffusionModel):
-            raise ValueError("The first stage of a cascade must be a base DiffusionModel.")
+        # Stages given as files or preset directories are checked from their
+        # configs first, so a wrong order fails before any weights load.
+        outlines = [_outline(s) for s in stages]
+        if all(o is not None for o in outlines):
+            _check_chain(outlines)
+        stages = [_load_stage(s) for s in stages]
         n = len(stages)
+        sr = [isinstance(st, SuperResDiffusionModel) for st in stages]
+        _check_chain(
+            [(s, st.image_size, st.low_res_size if s else None) for s, st in zip(sr, stages)]
+        )
         for k in range(1, n):
             lo, hi = stages[k - 1], stages[k]
-            if not isinstance(hi, SuperResDiffusionModel):
-                raise ValueError(f"Stage {k} must be a SuperResDiffusionModel.")
-            if hi.low_res_size != lo.image_size:
-                raise ValueError(
-                    f"Stages do not chain: stage {k - 1} makes {lo.image_size}x"
-                    f"{lo.image_size} images but stage {k} expects {hi.low_res_size}x"
-                    f"{hi.low_res_size} conditioning."
-                )
             if hi.channels != lo.channels:
                 raise ValueError(
                     f"Stages do not chain: {lo.channels} channels at stage {k - 1}, "

@@ -189,3 +189,23 @@ def test_progress_names_each_stage(stages, capsys):
         "[keras_cdm] cascade stage 2 of 2",
         f"[keras_cdm] SR stage {sr_size}x{sr_size}: 2 ddim steps for 2 images",
     ]
+
+
+def test_stage_order_is_checked_before_any_weights_load(stages, tmp_path):
+    base, sr1, sr2 = stages
+    for name, stage in (("base", base), ("sr1", sr1), ("sr2", sr2)):
+        stage.save_to_preset(str(tmp_path / name))
+        stage.save(str(tmp_path / f"{name}.keras"))
+        # No weights: had a stage been loaded, this would be the error.
+        for weights in (tmp_path / name).glob("*.weights.h5"):
+            weights.unlink()
+    dirs = [str(tmp_path / n) for n in ("base", "sr1", "sr2")]
+    with pytest.raises(ValueError, match="first stage of a cascade must be a base"):
+        CascadeSampler([dirs[1], dirs[0]])
+    with pytest.raises(ValueError, match=r"stage 0 makes 4x4 images but stage 1 expects 8x8"):
+        CascadeSampler([dirs[0], dirs[2]])
+    with pytest.raises(ValueError, match="Stage 1 must be a SuperResDiffusionModel"):
+        CascadeSampler([str(tmp_path / "base.keras"), dirs[0]])
+    # In the right order the missing weights are what is wrong.
+    with pytest.raises(Exception, match="weights"):
+        CascadeSampler([dirs[0], dirs[1]])
