@@ -90,6 +90,8 @@ class CascadeSampler:
         stages: list of stages (a `keras_cdm.DiffusionModel` then one or more
             `keras_cdm.SuperResDiffusionModel`), `.keras` paths to them,
             preset directories (`model.save_to_preset`) or preset names.
+            Files and directories are checked for order and sizes from
+            their configs before any weights load.
         aug_levels: int or list with one level `s` per SR stage (paper's
             1-indexed levels; `0` = clean conditioning). Defaults to `0`.
         mode: str. `"truncated"`: the stage below stops its reverse process at
