@@ -117,14 +117,14 @@ def spread_over_devices(arrays):
     if local_devices() == 1:
         return [keras.ops.convert_to_tensor(a) for a in arrays]
     import jax
-    import numpy as np
+    import numpy as np  # the mesh's device array
     from jax.sharding import Mesh
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec
 
     mesh = Mesh(np.array(jax.local_devices()), ("batch",))
     sharding = NamedSharding(mesh, PartitionSpec("batch"))
-    return [jax.device_put(np.asarray(a), sharding) for a in arrays]
+    return [jax.device_put(a, sharding) for a in arrays]
 
 
 def gather_processes(local, total):

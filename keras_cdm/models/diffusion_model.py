@@ -631,20 +631,20 @@ class DiffusionModel(keras.Model):
                 raise KeyboardInterrupt
         return history
 
-    def make_train_function(self, force=False):
+    def _multi_step_or_keras(self, kind, force, keras_make):
         # `steps_per_execution` on PyTorch too (Keras refuses it there).
-        if self.train_function is None or force:
-            self.train_function = multi_step_function(self, "train")
-        if self.train_function is None:
-            return super().make_train_function(force=True)
-        return self.train_function
+        name = f"{kind}_function"
+        if getattr(self, name) is None or force:
+            setattr(self, name, multi_step_function(self, kind))
+        if getattr(self, name) is None:
+            return keras_make(force=True)
+        return getattr(self, name)
+
+    def make_train_function(self, force=False):
+        return self._multi_step_or_keras("train", force, super().make_train_function)
 
     def make_test_function(self, force=False):
-        if self.test_function is None or force:
-            self.test_function = multi_step_function(self, "test")
-        if self.test_function is None:
-            return super().make_test_function(force=True)
-        return self.test_function
+        return self._multi_step_or_keras("test", force, super().make_test_function)
 
     def evaluate(self, x=None, y=None, *args, seed=0, **kwargs):
         """`keras.Model.evaluate` of the training objective, reproducible per `seed`.

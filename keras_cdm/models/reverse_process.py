@@ -303,15 +303,13 @@ class StageSampler:
         # Each image's key for its step noise: copied once, drawn on the device.
         keys = image_keys(seed, image_indices, self.STEP_NOISE_STREAM).astype("int32")
         names = sorted(conditioning)
-        arrays = [x, np.asarray(labels, "int32"), keys] + [
-            np.asarray(ops.convert_to_numpy(conditioning[k])) for k in names
-        ]
+        arrays = [x, np.asarray(labels, "int32"), keys] + [conditioning[k] for k in names]
         # The batch split over this process's devices (JAX): padded to a
         # multiple of their count with copies of the last image, dropped at
         # the end (each image's noise is its own, so the others are unchanged).
         pad = -batch % local_devices()
         if pad:
-            arrays = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in arrays]
+            arrays = [ops.concatenate([a, ops.repeat(a[-1:], pad, axis=0)]) for a in arrays]
         x, labels, keys, *values = spread_over_devices(arrays)
         conditioning = dict(zip(names, values))
         steps = list(range(self.diffusion.num_timesteps - 1, self.last_index - 1, -1))
