@@ -218,20 +218,21 @@ def parse_args(stage, argv=None):
     return args
 
 
-def add_sampling_flags(p):
-    """The sampling flags of `sample_cascade.py` and `tools/sweep_aug_levels.py`:
-    each takes one value for every stage or one value per stage."""
+def add_sampling_flags(p, num_steps=None, sampler=("ddpm",), spacing=("uniform",)):
+    """The sampling flags of `sample_cascade.py`, `upscale.py` and
+    `tools/sweep_aug_levels.py` (with these defaults): each takes one value
+    for every stage or one value per stage."""
     p.add_argument(
         "--num_steps",
         type=POSITIVE_INT,
         nargs="+",
-        default=None,
-        help="respaced steps: one for all stages or one per stage (default: all T)",
+        default=num_steps,
+        help="respaced steps: one for all stages or one per stage (unset: all T)",
     )
     p.add_argument(
         "--sampler",
         nargs="+",
-        default=["ddpm"],
+        default=list(sampler),
         choices=list(keras_cdm.models.reverse_process.SAMPLERS),
         help="ddpm, ddim, dpm++2m (DPM-Solver++(2M)) or dpm++2m_sde (its stochastic form): "
         "one for all stages or one per stage",
@@ -254,7 +255,7 @@ def add_sampling_flags(p):
     p.add_argument(
         "--spacing",
         nargs="+",
-        default=["uniform"],
+        default=list(spacing),
         choices=list(keras_cdm.models.reverse_process.SPACINGS),
         help="which timesteps --num_steps visits: uniform or quadratic (dense at low noise), "
         "one for all stages or one per stage",
@@ -315,13 +316,21 @@ def _stage_kwargs(stage, preset, args):
     return kwargs
 
 
-def build_model(stage, preset, args):
+def build_model(stage, preset, args, class_names=None):
     network_overrides = dict(args.network or {})
     if args.mixed_precision:
         network_overrides["dtype"] = args.mixed_precision
-    return keras_cdm.DiffusionModel.from_preset(
+    model = keras_cdm.DiffusionModel.from_preset(
         preset, network_overrides=network_overrides, **_stage_kwargs(stage, preset, args)
     )
+    if class_names and len(class_names) == model.num_classes:
+        model.class_names = tuple(class_names)  # saved with the stage
+    elif class_names and model.num_classes:
+        print(
+            f"[keras_cdm] note: the data's {len(class_names)} class names are not saved with "
+            f"the stage, which has {model.num_classes} classes"
+        )
+    return model
 
 
 def check_resumed_model(model, stage, preset, args, output_dir):
@@ -604,9 +613,9 @@ def write_sample_grid(model, path, num_classes, per_class=4, num_steps=50):
     if isinstance(model, keras_cdm.SuperResDiffusionModel):
         lo = grid_low_res(labels, num_classes, model.low_res_size)
         out = model.sample(lo, given, aug_level=0, num_steps=num_steps, seed=0)
-        return save_class_grid(path, out, labels, extra_stages=[lo])
+        return save_class_grid(path, out, labels, extra_stages=[lo], class_names=model.class_names)
     out = model.sample(given, num_steps=num_steps, seed=0, **count)
-    return save_class_grid(path, out, labels)
+    return save_class_grid(path, out, labels, class_names=model.class_names)
 
 
 def jit_compile_setting(devices):
@@ -668,7 +677,7 @@ def load_or_build(stage, preset, batch, args, output_dir, devices, write=True, c
             f"{output_dir!r} already holds a checkpoint: pass --resume to continue that run, "
             "or another --output_dir for a new one (nothing is overwritten)."
         )
-    model = build_model(stage, preset, args)
+    model = build_model(stage, preset, args, class_names)
     model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
         jit_compile=jit_compile_setting(devices),

@@ -81,7 +81,11 @@ def main(argv=None):
         return None
     os.makedirs(args.output_dir, exist_ok=True)
     grid = save_class_grid(
-        os.path.join(args.output_dir, "grid.png"), final, labels, extra_stages=per_stage[:-1]
+        os.path.join(args.output_dir, "grid.png"),
+        final,
+        labels,
+        extra_stages=per_stage[:-1],
+        class_names=cascade.class_names,
     )
     npz = save_npz(os.path.join(args.output_dir, "samples.npz"), final, labels)
     print(f"[keras_cdm] wrote {grid} and {npz}")

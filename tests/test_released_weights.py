@@ -44,6 +44,12 @@ def test_releases_fit_the_budget_and_record_their_training():
         steps = re.search(r"--train_steps (\d+)", info["command"])
         assert steps and int(steps.group(1)) == info["steps"] == info["logged_steps"]
         assert info["data"]
+        # Class names travel with the release: CIFAR-10's folder names, the shapes'.
+        names = keras_cdm.DiffusionModel.from_preset(_dir(name)).class_names
+        if name.startswith("cifar10"):
+            assert names[0] == "airplane" and names[-1] == "truck" and len(names) == 10
+        else:
+            assert names == tuple(keras_cdm.data.CLASS_NAMES)
         with h5py.File(os.path.join(_dir(name), "ema.weights.h5")) as f:
             assert {f[k].dtype for k in f} == {np.dtype(info["weights_dtype"])}
             assert sum(f[k].size for k in f) == info["parameters"]

@@ -116,9 +116,10 @@ def _tensorflow(what):
     return tf
 
 
-def from_arrays(images, labels=None, num_classes=None):
+def from_arrays(images, labels=None, num_classes=None, class_names=None):
     """Source from uint8 images `(n, h, w, c)` (c = 1, 3 or 4) and int labels
-    (`labels=None`: an unlabelled source, for an unconditional stage)."""
+    (`labels=None`: an unlabelled source, for an unconditional stage), with
+    optional `class_names` (one per class)."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise ValueError(f"Expected uint8 images. Received: dtype={images.dtype}")
@@ -154,10 +155,15 @@ def from_arrays(images, labels=None, num_classes=None):
         raise ValueError(
             f"Labels must lie in [0, {num_classes}). Received: max label {labels.max()}"
         )
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(
+            f"Expected one class name per class ({num_classes}). Received: {len(class_names)} names"
+        )
     return ImageSource(
         num_classes,
         min(images.shape[1:3]),
         len(images),
+        class_names=None if class_names is None else list(class_names),
         images=images,
         labels=labels.astype(np.int64),
     )
@@ -173,10 +179,11 @@ def _to_rgb_array(images):
 
 def synthetic(num_images=2000, resolution=64, seed=0, num_classes=10):
     """Source from the embedded synthetic shapes (see `synthetic_shapes`)."""
+    from keras_cdm.data.shapes import CLASS_NAMES
     from keras_cdm.data.shapes import synthetic_shapes
 
     images, labels = synthetic_shapes(num_images, resolution, seed, num_classes)
-    return from_arrays(images, labels, num_classes)
+    return from_arrays(images, labels, num_classes, CLASS_NAMES[:num_classes])
 
 
 def _read_rgb(path):

@@ -63,6 +63,10 @@ class DiffusionModel(keras.Model):
             label in training (classifier-free guidance). Defaults to `0.0`.
         vb_weight: float. λ of the hybrid loss. Defaults to `0.001`.
         seed: int or None. Seed of the model's random draws.
+        class_names: list of str or None. A name per class, saved with the
+            stage; `sample` and the recipes then take names as labels and
+            show them in grids and errors. The recipes set them from the
+            data set's.
 
     The EMA is updated at the start of each training step from the weights
     that step sees, so it trails the raw weights by one optimizer update;
@@ -108,6 +112,7 @@ class DiffusionModel(keras.Model):
         label_dropout=0.0,
         vb_weight=0.001,
         seed=None,
+        class_names=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -147,6 +152,18 @@ class DiffusionModel(keras.Model):
                 "An unconditional stage (num_classes=0) has no labels to drop. "
                 f"Received: label_dropout={label_dropout}"
             )
+        if class_names is not None:
+            class_names = tuple(class_names)
+            if (
+                len(class_names) != network.num_classes
+                or not all(isinstance(n, str) and n for n in class_names)
+                or len(set(class_names)) != len(class_names)
+            ):
+                raise ValueError(
+                    f"`class_names` must be {network.num_classes} distinct non-empty strings, "
+                    f"one per class of the network. Received: class_names={class_names!r}"
+                )
+        self.class_names = class_names
         self.network = network
         self.diffusion = diffusion
         self.ema_decay = ema_decay
@@ -286,6 +303,7 @@ class DiffusionModel(keras.Model):
             "label_dropout": self.label_dropout,
             "vb_weight": self.vb_weight,
             "seed": self.seed,
+            "class_names": None if self.class_names is None else list(self.class_names),
         }
 
     @classmethod
@@ -702,7 +720,7 @@ class DiffusionModel(keras.Model):
                     "`labels`, one class id per image."
                     + (f" Received: num_images={num_images}" if num_images is not None else "")
                 )
-            return self.check_labels(labels)
+            return self.class_ids(labels)
         if labels is not None:
             raise ValueError(
                 "This stage is unconditional (num_classes=0): pass `num_images=n` instead "
@@ -710,6 +728,32 @@ class DiffusionModel(keras.Model):
             )
         num_images = check_positive_int("num_images", num_images)
         return np.zeros((num_images,), "int32")
+
+    def class_ids(self, labels):
+        """Class ids from ids or class names (`class_names`), checked.
+
+        Example:
+
+        >>> m = keras_cdm.DiffusionModel.from_preset("base16_tiny",
+        ...     class_names=[f"c{i}" for i in range(10)])
+        >>> m.class_ids(["c3", 4]).tolist()
+        [3, 4]
+        """
+        if isinstance(labels, (list, tuple)) and any(isinstance(v, str) for v in labels):
+            names = self.class_names or ()
+            unknown = [v for v in labels if isinstance(v, str) and v not in names]
+            if unknown:
+                known = f"its classes are {self.describe_classes()}"
+                raise ValueError(f"Unknown class name {unknown[0]!r}: {known}.")
+            labels = [names.index(v) if isinstance(v, str) else v for v in labels]
+        return self.check_labels(labels)
+
+    def describe_classes(self):
+        """`"0..9 (0=cat, 1=dog, ...)"`: the class ids, with names if known."""
+        text = f"0..{self.num_classes - 1}"
+        if self.class_names:
+            text += " (" + ", ".join(f"{i}={n}" for i, n in enumerate(self.class_names)) + ")"
+        return text
 
     def check_labels(self, labels):
         """Returns labels as int32 after checking they are valid class ids."""
@@ -723,8 +767,8 @@ class DiffusionModel(keras.Model):
             )
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(
-                f"Labels must lie in [0, {self.num_classes}). Received: "
-                f"labels in [{labels.min()}, {labels.max()}]"
+                f"Labels must lie in [0, {self.num_classes}): this stage's classes are "
+                f"{self.describe_classes()}. Received: labels in [{labels.min()}, {labels.max()}]"
             )
         return labels.astype("int32")
 

@@ -1,3 +1,5 @@
+import math
+
 import keras
 import numpy as np
 from keras import ops
@@ -12,6 +14,7 @@ from keras_cdm.models.reverse_process import variational_bound_bpd
 from keras_cdm.networks.super_res_unet import SuperResUNet
 from keras_cdm.utils.seeds import ImageNoise
 from keras_cdm.utils.seeds import check_seed
+from keras_cdm.utils.validation import check_positive_int
 
 AUGMENTATIONS = ("gaussian", "blur", "none")
 
@@ -136,6 +139,53 @@ class SuperResDiffusionModel(DiffusionModel):
     @property
     def low_res_size(self):
         return self.network.low_res_size
+
+    def with_low_res_size(self, low_res_size):
+        """This stage, with its weights, in a network built for
+        `low_res_size` inputs (outputs `low_res_size * factor`).
+
+        The U-Net is convolutional; only its input sizes are fixed, and its
+        attention sits at fixed levels (not pixel sizes), so the same
+        weights run at another size. Used to upscale images larger or
+        smaller than the stage's own low resolution
+        (`keras_cdm.sampling.upscale`). The size must keep every level of
+        the U-Net whole: the output side must divide by
+        `2 ** (levels - 1)`. Attention at the lowest level costs memory
+        quadratic in its pixel count.
+
+        Example:
+
+        >>> sr = keras_cdm.SuperResDiffusionModel.from_preset("sr16to32_tiny")
+        >>> big = sr.with_low_res_size(24)
+        >>> big.low_res_size, big.image_size
+        (24, 48)
+        """
+        check_positive_int("low_res_size", low_res_size)
+        if low_res_size == self.low_res_size:
+            return self
+        factor = self.image_size // self.low_res_size
+        config = self.network.get_config()
+        levels = len(config["channel_mult"])
+        image_size = low_res_size * factor
+        if image_size % 2 ** (levels - 1):
+            step = 2 ** (levels - 1) // math.gcd(2 ** (levels - 1), factor)
+            raise ValueError(
+                f"This stage's U-Net has {levels} levels, so its low-resolution size must be "
+                f"a multiple of {step}. Received: low_res_size={low_res_size}"
+            )
+        # Attention stays at the same levels of the U-Net.
+        config["attention_resolutions"] = tuple(
+            image_size // 2**level
+            for level in range(levels)
+            if self.image_size // 2**level in config["attention_resolutions"]
+        )
+        config.update(image_size=image_size, low_res_size=low_res_size)
+        stage_config = self.get_config()
+        stage_config["network"] = self.network.__class__.from_config(config)
+        stage = self.__class__(**stage_config)
+        stage.network.set_weights(self.network.get_weights())
+        stage.ema_network.set_weights(self.ema_network.get_weights())
+        return stage
 
     # ------------------------------------------------------------------
     # Training

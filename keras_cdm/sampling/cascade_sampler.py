@@ -221,6 +221,12 @@ class CascadeSampler:
         unconditional, and `sample` takes `num_images`)."""
         return max(st.num_classes for st in self.stages)
 
+    @property
+    def class_names(self):
+        """The class names saved with the first class-conditional stage that
+        has them (None if none has)."""
+        return next((st.class_names for st in self.stages if st.class_names), None)
+
     @staticmethod
     def _stage_labels(stage, labels):
         """The labels a stage's `sample` takes (None: an unconditional stage)."""

@@ -19,11 +19,12 @@ def from_uint8(images):
     return images.astype(np.float32) / 127.5 - 1.0
 
 
-def make_grid(rows, pad=2, upscale_to=None):
+def make_grid(rows, pad=2, upscale_to=None, row_labels=None):
     """Tiles a list of rows (each a list/array of HWC images) into one image.
 
     Images of different sizes are upscaled (nearest) to the largest size, or
     to `upscale_to`, so a low- and a high-resolution stage can sit side by side.
+    `row_labels` (a str per row) are written in a margin on the left.
     """
     rows = [[np.asarray(im) for im in row] for row in rows]
     if not rows or not any(len(r) for r in rows):
@@ -46,7 +47,35 @@ def make_grid(rows, pad=2, upscale_to=None):
                 im = np.repeat(np.repeat(im, factor, axis=0), factor, axis=1)
             y, x = pad + r * (size + pad), pad + c * (size + pad)
             grid[y : y + size, x : x + size] = im
+    if row_labels is not None:
+        if len(row_labels) != len(rows):
+            raise ValueError(
+                f"Expected one row label per row ({len(rows)}). Received: {len(row_labels)}"
+            )
+        grid = _label_rows(grid, [str(t) for t in row_labels], size, pad)
     return grid
+
+
+def _label_rows(grid, labels, size, pad):
+    """`grid` with a white margin on the left holding each row's label."""
+    from PIL import Image
+    from PIL import ImageDraw
+    from PIL import ImageFont
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    boxes = [measure.textbbox((0, 0), t, font=font) for t in labels]
+    width = max(b[2] - b[0] for b in boxes) + 2 * pad + 2
+    canvas = Image.new(
+        "RGB" if grid.shape[-1] == 3 else "L", (grid.shape[1] + width, grid.shape[0]), "white"
+    )
+    canvas.paste(Image.fromarray(grid if grid.shape[-1] == 3 else grid[..., 0]), (width, 0))
+    draw = ImageDraw.Draw(canvas)
+    for r, (text, box) in enumerate(zip(labels, boxes)):
+        y = pad + r * (size + pad) + (size - (box[3] - box[1])) // 2 - box[1]
+        draw.text((pad, y), text, fill="black", font=font)
+    out = np.asarray(canvas)
+    return out if out.ndim == 3 else out[..., None]
 
 
 def _atomic_path(path):
@@ -69,8 +98,9 @@ def save_png(path, image):
     return path
 
 
-def save_class_grid(path, images, labels, max_per_class=8, extra_stages=None):
-    """Writes a PNG grid with one row per class present in `labels`.
+def save_class_grid(path, images, labels, max_per_class=8, extra_stages=None, class_names=None):
+    """Writes a PNG grid with one row per class present in `labels`, each
+    row headed by its class name when `class_names` are given.
 
     Args:
         path: output `.png` path.
@@ -80,10 +110,12 @@ def save_class_grid(path, images, labels, max_per_class=8, extra_stages=None):
         extra_stages: optional list of lower-resolution arrays aligned with
             `images` (e.g. every stage's output); each sample is then shown as
             its stages side by side.
+        class_names: optional list of str, one per class id.
     """
     labels = np.asarray(labels)
     rows = []
-    for c in np.unique(labels):
+    classes = np.unique(labels)
+    for c in classes:
         idx = np.nonzero(labels == c)[0][:max_per_class]
         row = []
         for i in idx:
@@ -91,7 +123,8 @@ def save_class_grid(path, images, labels, max_per_class=8, extra_stages=None):
                 row.append(stage[i])
             row.append(images[i])
         rows.append(row)
-    return save_png(path, make_grid(rows))
+    names = [class_names[c] for c in classes] if class_names else None
+    return save_png(path, make_grid(rows, row_labels=names))
 
 
 def save_npz(path, images, labels):

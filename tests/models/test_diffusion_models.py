@@ -243,6 +243,25 @@ def test_bad_batches_raise_clear_errors():
         DiffusionModel(UNet(**micro_network_config()), diffusion=DIFFUSION)
 
 
+def test_class_names_travel_with_the_stage_and_name_labels(tmp_path):
+    model = make_base(class_names=["cat", "dog", "owl"])
+    assert model.class_ids(["owl", 0, "dog"]).tolist() == [2, 0, 1]
+    out = model.sample(["owl", "cat"], num_steps=2, seed=0)
+    np.testing.assert_allclose(out, model.sample([2, 0], num_steps=2, seed=0), atol=1e-6)
+    with pytest.raises(ValueError, match=r"Unknown class name 'emu'.*0=cat, 1=dog, 2=owl"):
+        model.sample(["emu"], num_steps=2)
+    with pytest.raises(ValueError, match=r"Labels must lie in \[0, 3\).*0=cat, 1=dog, 2=owl"):
+        model.sample([5], num_steps=2)
+    model.save(str(tmp_path / "named.keras"))
+    loaded = keras_cdm.models.load_stage(str(tmp_path / "named.keras"))
+    assert loaded.class_names == ("cat", "dog", "owl")
+    for bad in (["cat", "dog"], ["cat", "cat", "owl"], ["cat", "", "owl"]):
+        with pytest.raises(ValueError, match="`class_names` must be 3 distinct non-empty"):
+            make_base(class_names=bad)
+    with pytest.raises(ValueError, match=r"Unknown class name 'cat': its classes are 0..2\."):
+        make_base().class_ids(["cat"])
+
+
 def test_save_load_same_backend_restores_everything(tmp_path, trained_base):
     model, _ = trained_base
     path = str(tmp_path / "base.keras")

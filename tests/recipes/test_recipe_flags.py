@@ -284,5 +284,20 @@ def test_an_image_folders_classes_are_printed_and_recorded(tmp_path, capsys):
         ["--smoke", "--train_steps", "1", "--dataset", str(tmp_path / "data")]
         + ["--network", '{"base_channels": 8, "norm_groups": 4}', "--output_dir", str(out)],
     )
-    assert "2 classes, label = 0=cat, 1=dog" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 classes, label = 0=cat, 1=dog" in printed
     assert json.load(open(out / "run.json"))["class_names"] == ["cat", "dog"]
+    # The data has 2 classes, the stage 10: the names are not saved, and it says so.
+    assert "class names are not saved with the stage, which has 10" in printed
+
+
+def test_a_runs_stage_keeps_its_data_class_names(tmp_path):
+    common = importlib.import_module("common")
+    out = tmp_path / "run"
+    path = common.main(
+        "base16",
+        ["--smoke", "--train_steps", "1", "--dataset", "synthetic", "--output_dir", str(out)]
+        + ["--network", '{"base_channels": 8, "norm_groups": 4}'],
+    )
+    model = keras_cdm.models.load_stage(path)
+    assert model.class_names == tuple(keras_cdm.data.CLASS_NAMES)

@@ -1,8 +1,9 @@
-"""recipes/upscale.py: your own images through SR stages (chained), and its
-errors for bad files, stages and labels."""
+"""recipes/upscale.py: your own images, of any size, through SR stages
+(chained), labels from a flag, a CSV or class sub-folders, and its errors."""
 
 import importlib
 import os
+import subprocess
 import sys
 
 import keras
@@ -20,58 +21,108 @@ pytestmark = pytest.mark.skipif(
     reason="backend-agnostic recipe logic; runs once per CI pass, from torch (fastest here)",
 )
 MICRO = {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "norm_groups": 4}
+NAMES = [f"class{i}" for i in range(10)]
+FAST = ["--num_steps", "2", "--sampler", "dpm++2m"]
 
 
-def _stage(tmp_path, preset):
+def _stage(tmp_path, preset, **kwargs):
     keras.utils.set_random_seed(0)
-    model = keras_cdm.DiffusionModel.from_preset(preset, network_overrides=MICRO)
+    model = keras_cdm.DiffusionModel.from_preset(preset, network_overrides=MICRO, **kwargs)
     path = str(tmp_path / f"{preset}.keras")
     model.save(path)
     return path
 
 
-def test_upscale_folder_chained_and_errors(tmp_path):
+def _png(path, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+    return path
+
+
+def test_upscale_keeps_every_size_and_chains(tmp_path):
     upscale = importlib.import_module("upscale")
-    rng = np.random.default_rng(0)
     photos = tmp_path / "photos"
-    photos.mkdir()
-    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(photos / "wide.png")
-    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(photos / "big.jpg")
-    Image.fromarray(rng.integers(0, 256, (10, 10), dtype=np.uint8)).save(photos / "small.png")
-    sr32 = _stage(tmp_path, "sr16to32_tiny")
+    _png(str(photos / "wide.png"), (12, 20, 3))
+    _png(str(photos / "big.jpg"), (24, 24, 3), seed=1)
+    _png(str(photos / "grey.png"), (6, 6), seed=2)
+    sr32 = _stage(tmp_path, "sr16to32_tiny", class_names=NAMES)
     sr64 = _stage(tmp_path, "sr32to64_tiny")
     out = tmp_path / "out"
-    flags = ["--label", "2", "--num_steps", "2", "--sampler", "dpm++2m"]
-    written, grid = upscale.main(
-        [str(photos), "--stage", sr32, "--stage", sr64, "--out", str(out)] + flags
-    )
-    assert sorted(os.path.basename(w) for w in written) == ["big.png", "small.png", "wide.png"]
-    for w in written:
-        assert Image.open(w).size == (64, 64)
-    assert Image.open(grid).size[0] > 64 * 3  # input, 32x32 and 64x64 side by side
-    # The low-resolution input: centre crop, box filter (64 -> 16), padding (10 -> 16).
-    big = np.asarray(Image.open(photos / "big.jpg").convert("RGB"), "float64")
-    expected = big.reshape(16, 4, 16, 4, 3).mean(axis=(1, 3)) / 127.5 - 1
-    np.testing.assert_allclose(upscale.to_low_res(big.astype("uint8"), 16), expected, atol=1e-4)
-    small = upscale.to_low_res(np.full((10, 10, 3), 255, np.uint8), 16)
-    assert small[0, 0, 0] == -1.0 and small[8, 8, 0] == 1.0
+    argv = [str(photos), "--stage", sr32, "--stage", sr64, "--out", str(out), "--label", "class2"]
+    written, grid = upscale.main(argv + FAST)
+    sizes = {os.path.basename(w): Image.open(w).size for w in written}
+    # Nothing is cropped or resized: x4 in each direction (Pillow's size is (w, h)).
+    assert sizes == {"big.png": (96, 96), "grey.png": (24, 24), "wide.png": (80, 48)}
+    assert Image.open(grid).size[0] > 96 + 48 + 24  # input, x2 and x4 side by side
+    # The outputs are there: a second run refuses to replace them, --overwrite does.
+    with pytest.raises(ValueError, match=r"already exists.*--overwrite"):
+        upscale.main(argv + FAST)
+    before = os.path.getmtime(written[0])
+    written_again, _ = upscale.main(argv + FAST + ["--overwrite", "--mode", "tiles"])
+    assert Image.open(written_again[2]).size == (80, 48) and os.path.getmtime(written[0]) >= before
 
+
+def test_upscale_labels_three_ways(tmp_path):
+    upscale = importlib.import_module("upscale")
+    folders = tmp_path / "by_class"
+    _png(str(folders / "class3" / "a.png"), (8, 8, 3))
+    _png(str(folders / "7" / "b.png"), (8, 8, 3))
+    sr32 = _stage(tmp_path, "sr16to32_tiny", class_names=NAMES)
+    stages = upscale.load_stages([sr32])
+    files, folder_labels = upscale.list_images([str(folders)])
+    args = upscale.argparse.Namespace(stage=[sr32], label=None, labels=None)
+    assert [os.path.basename(f) for f in files] == ["b.png", "a.png"]  # sorted sub-folders
+    assert upscale.resolve_labels(args, stages, files, folder_labels).tolist() == [7, 3]
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,label\na.png,class5\nb.png,1\n")
+    args.labels = str(csv)
+    with pytest.raises(ValueError, match="one way; received --labels and class sub-folders"):
+        upscale.resolve_labels(args, stages, files, folder_labels)
+    flat = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert upscale.resolve_labels(args, stages, flat, [None, None]).tolist() == [5, 1]
+    csv.write_text("a.png,class5\n")
+    with pytest.raises(ValueError, match=r"has no line for 'b.png' \(1 of 2"):
+        upscale.resolve_labels(args, stages, flat, [None, None])
+    args.labels, args.label = None, "dog"
+    with pytest.raises(ValueError, match=r"Unknown class name 'dog'.*0=class0, 1=class1"):
+        upscale.resolve_labels(args, stages, flat, [None, None])
+    args.label = None
+    with pytest.raises(ValueError, match="give --label for every image, --labels FILE.csv, or"):
+        upscale.resolve_labels(args, stages, flat, [None, None])
+
+
+def test_upscale_errors(tmp_path):
+    upscale = importlib.import_module("upscale")
+    photos = tmp_path / "photos"
+    _png(str(photos / "a.png"), (8, 8, 3))
+    sr32 = _stage(tmp_path, "sr16to32_tiny")
+    sr64 = _stage(tmp_path, "sr32to64_tiny")
     base = _stage(tmp_path, "base16_tiny")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    mixed = tmp_path / "mixed"
+    _png(str(mixed / "cls" / "x.png"), (8, 8, 3))
+    _png(str(mixed / "y.png"), (8, 8, 3))
     cases = [
         ([str(photos), "--stage", base], "is a base stage"),
         ([str(photos), "--stage", sr64, "--stage", sr32], "cascade order"),
-        ([str(photos), "--stage", sr32, "--label", "99"], r"--label 99.*classes \[0, 10\)"),
+        ([str(photos), "--stage", sr32, "--label", "99"], r"--label.*Labels must lie in \[0, 10\)"),
         ([str(tmp_path / "missing.png"), "--stage", sr32], "no such file or folder"),
+        ([str(tmp_path / "broken.jpg"), "--stage", sr32], "broken.jpg"),
+        ([str(mixed), "--stage", sr32], "both class sub-folders"),
+        ([str(photos), "--stage", sr32, "--overlap", "16"], r"--overlap 16.*at most 15"),
+        ([str(photos), "--stage", sr32, "--aug_levels", "1", "2"], "one value or one per stage"),
+        ([str(photos), "--stage", str(tmp_path / "nowhere")], "nowhere"),
     ]
-    (photos / "broken.jpg").write_bytes(b"not an image")
-    cases.append(([str(photos / "broken.jpg"), "--stage", sr32, "--label", "0"], "broken.jpg"))
     for argv, message in cases:
         with pytest.raises(ValueError, match=message):
             upscale.main(
-                argv + ["--out", str(out)] + (["--label", "1"] if "--label" not in argv else [])
+                argv
+                + ["--out", str(tmp_path / "out")]
+                + (["--label", "1"] if "--label" not in argv else [])
             )
-    with pytest.raises(ValueError, match="--label is required"):
-        upscale.main([str(photos / "wide.png"), "--stage", sr32, "--out", str(out)])
+    with pytest.raises(ValueError, match=r"class-conditional \(0..9\)"):
+        upscale.main([str(photos), "--stage", sr32, "--out", str(tmp_path / "out")])
     # An unconditional SR stage takes no label.
     keras.utils.set_random_seed(0)
     free = keras_cdm.DiffusionModel.from_preset(
@@ -80,11 +131,27 @@ def test_upscale_folder_chained_and_errors(tmp_path):
     free_path = str(tmp_path / "free.keras")
     free.save(free_path)
     written, _ = upscale.main(
-        [str(photos / "wide.png"), "--stage", free_path, "--out", str(tmp_path / "free")]
-        + ["--num_steps", "2"]
+        [str(photos / "a.png"), "--stage", free_path, "--out", str(tmp_path / "free")] + FAST
     )
-    assert Image.open(written[0]).size == (32, 32)
+    assert Image.open(written[0]).size == (16, 16)
     with pytest.raises(ValueError, match="every --stage is unconditional"):
         upscale.main(
-            [str(photos / "wide.png"), "--stage", free_path, "--out", str(out), "--label", "1"]
+            [str(photos), "--stage", free_path, "--out", str(tmp_path / "o"), "--label", "1"]
         )
+    # From the command line: one line, exit 2, no traceback.
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "recipes", "upscale.py"),
+            str(photos),
+            "--stage",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, KERAS_BACKEND=BACKEND),
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "error: --stage" in result.stderr
