@@ -640,7 +640,7 @@ def paper_preset_note(preset, parameters, accelerator):
         return (
             f"[keras_cdm] note: {preset} is the paper's network ({parameters:,} parameters) and "
             "this machine has no GPU or TPU: a step can take minutes. --preset small or tiny "
-            "are sized for CPUs; the progress lines give the ETA."
+            "are sized for CPUs; the time per step is measured after the first steps."
         )
     return None
 

@@ -35,6 +35,10 @@ class TrainingProgress(keras.callbacks.Callback):
             `None`.
         stream: a text file or None. Where the lines are printed (`None`:
             `sys.stdout` at the time). Defaults to `None`.
+        estimate_after: int or None. Once this many steps have run after
+            the first one (which compiles), print the measured time per step
+            and the time the run will take, long before the first regular
+            line on a slow machine. `None`: no estimate. Defaults to `2`.
 
     Example:
 
@@ -45,8 +49,21 @@ class TrainingProgress(keras.callbacks.Callback):
     >>> history = model.fit(data, steps_per_epoch=4, callbacks=[progress], verbose=0)
     """
 
-    def __init__(self, total_steps, batch_size, every=50, first_step=0, log_path=None, stream=None):
+    def __init__(
+        self,
+        total_steps,
+        batch_size,
+        every=50,
+        first_step=0,
+        log_path=None,
+        stream=None,
+        estimate_after=2,
+    ):
         super().__init__()
+        if estimate_after is not None:
+            check_positive_int("estimate_after", estimate_after)
+        self.estimate_after = estimate_after
+        self.compiled = None  # (step, time) when the first step has run
         self.total_steps = check_positive_int("total_steps", total_steps)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.every = check_positive_int("every", every)
@@ -64,6 +81,7 @@ class TrainingProgress(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         before = self.step
         self.step += batch - self.begin + 1  # several with steps_per_execution
+        self._estimate()
         if self.step // self.every == before // self.every and self.step < self.total_steps:
             return
         step0, t0 = self.mark
@@ -77,7 +95,29 @@ class TrainingProgress(keras.callbacks.Callback):
                 parts.append(f"{key} {float(logs[key]):.4g}")
         parts.append(f"{rate * self.batch_size:.3g} img/s")
         parts.append(f"ETA {_duration(left)}" if left != float("inf") else "ETA ?")
-        line = "[keras_cdm] " + "  ".join(parts)
+        self._write("[keras_cdm] " + "  ".join(parts))
+
+    def _estimate(self):
+        """The measured time per step and the run's length, printed once."""
+        if self.estimate_after is None:
+            return
+        now = time.perf_counter()
+        if self.compiled is None:
+            self.compiled = (self.step, now)
+            return
+        done = self.step - self.compiled[0]
+        if done < self.estimate_after or self.step >= self.total_steps:
+            return
+        per_step = (now - self.compiled[1]) / done
+        steps = self.total_steps - self.step
+        self.estimate_after = None
+        self._write(
+            f"[keras_cdm] measured {per_step:.3g} s/step (after the first, which compiles): "
+            f"the {steps} step{'s' if steps != 1 else ''} left take about "
+            f"{_duration(per_step * steps)}"
+        )
+
+    def _write(self, line):
         self.lines.append(line)
         print(line, file=self.stream or sys.stdout, flush=True)
         if self.log_path is not None:

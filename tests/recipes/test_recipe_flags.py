@@ -291,13 +291,17 @@ def test_an_image_folders_classes_are_printed_and_recorded(tmp_path, capsys):
     assert "class names are not saved with the stage, which has 10" in printed
 
 
-def test_a_runs_stage_keeps_its_data_class_names(tmp_path):
+def test_a_run_measures_its_step_time_and_keeps_its_data_class_names(tmp_path, capsys):
     common = importlib.import_module("common")
     out = tmp_path / "run"
     path = common.main(
         "base16",
-        ["--smoke", "--train_steps", "1", "--dataset", "synthetic", "--output_dir", str(out)]
+        ["--smoke", "--train_steps", "4", "--dataset", "synthetic", "--output_dir", str(out)]
         + ["--network", '{"base_channels": 8, "norm_groups": 4}'],
     )
+    # After the compiling step and two more: the measured rate and the run's length.
+    printed = capsys.readouterr().out
+    assert re.search(r"measured [\d.e+-]+ s/step .*: the 1 step left take about 0:00:0\d", printed)
+    assert "measured" in (out / "train.log").read_text()
     model = keras_cdm.models.load_stage(path)
     assert model.class_names == tuple(keras_cdm.data.CLASS_NAMES)
