@@ -98,3 +98,24 @@ def test_readme_python_api_block_runs(tmp_path, monkeypatch):
     images = namespace["images"]
     assert images.shape == (4, 32, 32, 3) and images.dtype == np.uint8
     assert set(namespace["per_s"]) == {"low_res", 0, 100, 250, 500}
+
+
+def _imports_keras(script):
+    """Whether a script imports Keras in its own process (a backend then has
+    to be chosen); the tools that run each backend in a child process set
+    it themselves."""
+    source = open(os.path.join(ROOT, script)).read()
+    return re.search(r"^(import|from) (keras|keras_cdm|common)\b", source, re.M) is not None
+
+
+def test_readme_commands_choose_their_backend():
+    """Every README command that runs Keras says `KERAS_BACKEND=`: without
+    it, Keras reads `~/.keras/keras.json`, whose backend may not be
+    installed."""
+    text = open(os.path.join(ROOT, "README.md")).read().replace("\\\n", " ")
+    missing = []
+    for match in re.finditer(r"(?:^|[`|;&(]\s*)([^`\n|;&(]*?)\bpython ((?:recipes|tools)/\w+\.py)", text, re.M):
+        prefix, script = match.groups()
+        if _imports_keras(script) and "KERAS_BACKEND=" not in prefix:
+            missing.append(f"{script}: {match.group(0).strip()[:60]!r}")
+    assert not missing, "\n".join(missing)
