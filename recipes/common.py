@@ -233,9 +233,9 @@ def add_sampling_flags(p, num_steps=None, sampler=("ddpm",), spacing=("uniform",
         "--sampler",
         nargs="+",
         default=list(sampler),
-        choices=list(keras_cdm.models.reverse_process.SAMPLERS),
-        help="ddpm, ddim, dpm++2m (DPM-Solver++(2M)) or dpm++2m_sde (its stochastic form): "
-        "one for all stages or one per stage",
+        choices=list(keras_cdm.diffusion.solver_names()),
+        help="a registered solver (keras_cdm.diffusion.solvers): one for all stages or one "
+        "per stage",
     )
     p.add_argument(
         "--guidance_scale",

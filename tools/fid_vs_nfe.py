@@ -155,7 +155,7 @@ def main(argv=None):
         "--samplers",
         nargs="+",
         default=["ddpm", "ddim", "dpm++2m", "dpm++2m_sde"],
-        choices=list(keras_cdm.models.reverse_process.SAMPLERS),
+        choices=list(keras_cdm.diffusion.solver_names()),
     )
     p.add_argument(
         "--spacings",
@@ -235,7 +235,7 @@ def main(argv=None):
     samplers = [
         row_label(s, sp)
         for sp in args.spacings
-        for s in keras_cdm.models.reverse_process.SAMPLERS
+        for s in keras_cdm.diffusion.solver_names()
         if s in args.samplers
     ]
     table = write_table(args.out, results, samplers, sorted(args.nfe), meta)

@@ -12,14 +12,12 @@ from keras_cdm.backend import compile_stateful
 from keras_cdm.backend import local_devices
 from keras_cdm.backend import random_normal
 from keras_cdm.backend import spread_over_devices
+from keras_cdm.diffusion.solvers import get_solver
 from keras_cdm.utils.seeds import ImageNoise
 from keras_cdm.utils.seeds import device_normal
 from keras_cdm.utils.seeds import image_keys
 from keras_cdm.utils.validation import check_positive_int
 
-SAMPLERS = ("ddpm", "ddim", "dpm++2m", "dpm++2m_sde")
-# Multistep DPM-Solver++ samplers: they carry the previous x0 prediction.
-DPM_SAMPLERS = ("dpm++2m", "dpm++2m_sde")
 SPACINGS = ("uniform", "quadratic")
 
 
@@ -30,12 +28,12 @@ class SamplerSettings:
 
     Args:
         num_steps: int or None. Respaced steps (`None`: all `T`).
-        sampler: str. `"ddpm"` (ancestral), `"ddim"`, `"dpm++2m"`
-            (DPM-Solver++(2M), Lu et al. 2022: deterministic, second-order
-            multistep; good samples in 10-25 steps) or `"dpm++2m_sde"` (its
-            stochastic form, SDE-DPM-Solver++(2M): fresh noise every step,
-            like DDPM).
-        eta: float. DDIM stochasticity (>= 0; `"ddim"` only). Defaults to `0.0`.
+        sampler: str. A registered solver (`keras_cdm.diffusion.solver_names()`,
+            each described in `keras_cdm.diffusion.solvers`): built in are
+            ancestral `"ddpm"` (the default), `"ddim"`, DPM-Solver++(2M) and
+            its stochastic form, and Euler ancestral.
+        eta: float. DDIM stochasticity (>= 0; only for solvers that take it,
+            `"ddim"`). Defaults to `0.0`.
         clip_denoised: bool. Clip the predicted x0 to [-1, 1].
         guidance_scale: float. Classifier-free guidance weight (>= 0); `1`
             disables it. Needs a stage trained with `label_dropout > 0`.
@@ -62,16 +60,13 @@ class SamplerSettings:
     spacing: str = "uniform"
 
     def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ValueError(
-                f"`sampler` must be one of {SAMPLERS}. Received: sampler={self.sampler!r}"
-            )
+        solver = get_solver(self.sampler)  # an error naming the registered ones
         if self.spacing not in SPACINGS:
             raise ValueError(
                 f"`spacing` must be one of {SPACINGS}. Received: spacing={self.spacing!r}"
             )
         check_positive_int("num_steps", self.num_steps, allow_none=True)
-        if self.sampler in DPM_SAMPLERS and isinstance(self.eta, numbers.Real) and self.eta != 0:
+        if not solver.takes_eta and isinstance(self.eta, numbers.Real) and self.eta != 0:
             raise ValueError(
                 f"`eta` is DDIM's stochasticity; sampler={self.sampler!r} takes none. "
                 f"Received: eta={self.eta!r}"
@@ -200,15 +195,15 @@ class StageSampler:
             timesteps=truncated_timesteps(T, num_steps, stop_at, settings.spacing)
         )
         self.sampler = settings.sampler
-        self.eta = float(settings.eta)
-        self.clip_denoised = settings.clip_denoised
+        self.solver = get_solver(settings.sampler)(
+            self.diffusion, eta=settings.eta, clip_denoised=settings.clip_denoised
+        )
         self.guidance_scale = float(settings.guidance_scale)
         self.stop_at = stop_at
         self.last_index = 1 if stop_at > 0 else 0
         self.network = model.ema_network if settings.use_ema else model.network
         self.trace_count = 0
-        step_fn = self._dpm_step_fn if self.sampler in DPM_SAMPLERS else self._step_fn
-        self._step = compile_stateful(step_fn, self.network.variables, [])
+        self._step = compile_stateful(self._step_fn, self.network.variables, [])
 
     @property
     def num_steps(self):
@@ -228,47 +223,19 @@ class StageSampler:
 
     @property
     def draws_noise(self):
-        """Whether a step uses fresh noise (not for deterministic DDIM, nor
-        the deterministic DPM-Solver++)."""
-        return self.sampler in ("ddpm", "dpm++2m_sde") or (self.sampler == "ddim" and self.eta > 0)
+        """Whether a step uses fresh noise (the solver's say)."""
+        return self.solver.draws_noise
 
-    def _step_noise(self, keys, i, x):
-        if not self.draws_noise:
-            return None
-        shape = (self.model.image_size, self.model.image_size, self.model.channels)
-        return ops.cast(device_normal(keys, i, shape), x.dtype)
-
-    def _step_fn(self, x, i, labels, conditioning, keys):
+    def _step_fn(self, x, i, first, labels, conditioning, state, keys):
         self.trace_count += 1
-        noise = self._step_noise(keys, i, x)
-        if noise is None:
-            noise = ops.zeros_like(x)
+        noise = None
+        if self.solver.draws_noise:
+            shape = (self.model.image_size, self.model.image_size, self.model.channels)
+            noise = ops.cast(device_normal(keys, i, shape), x.dtype)
         t = ops.full(ops.shape(labels), i, dtype="int32")
         inputs = {"x_t": x, "t": self.diffusion.original_timesteps(t), "labels": labels}
         inputs.update(conditioning)
-        out = self._model_output(inputs)
-        if self.sampler == "ddpm":
-            x_prev, _ = self.diffusion.p_sample_step(out, x, t, noise, self.clip_denoised)
-        else:
-            x_prev, _ = self.diffusion.ddim_step(out, x, t, noise, self.eta, self.clip_denoised)
-        return x_prev
-
-    def _dpm_step_fn(self, x, i, labels, conditioning, prev_x0, second_order, keys):
-        self.trace_count += 1
-        noise = self._step_noise(keys, i, x)
-        t = ops.full(ops.shape(labels), i, dtype="int32")
-        inputs = {"x_t": x, "t": self.diffusion.original_timesteps(t), "labels": labels}
-        inputs.update(conditioning)
-        out = self._model_output(inputs)
-        return self.diffusion.dpm_solver_2m_step(
-            out,
-            x,
-            t,
-            prev_x0,
-            second_order,
-            self.clip_denoised,
-            noise,
-        )
+        return self.solver.step(self._model_output(inputs), x, t, first, state, noise)
 
     def run(self, labels, conditioning, seed, image_indices=None, noise=None, verbose=False):
         """Runs the reverse process and returns a float32 NumPy array.
@@ -323,14 +290,12 @@ class StageSampler:
                 flush=True,
             )
             progbar = keras.utils.Progbar(len(steps), unit_name="step")
-        prev_x0 = ops.zeros_like(x)  # DPM-Solver++(2M): the previous step's x0 prediction
+        state = self.solver.initial_state(x)  # e.g. a multistep solver's history
+        first, after = (ops.convert_to_tensor(v, "float32") for v in (1.0, 0.0))
         for n, i in enumerate(steps):
             step = ops.convert_to_tensor(i, "int32")
-            if self.sampler in DPM_SAMPLERS:
-                second = ops.convert_to_tensor(float(n > 0), "float32")
-                x, prev_x0 = self._step(x, step, labels, conditioning, prev_x0, second, keys)
-            else:
-                x = self._step(x, step, labels, conditioning, keys)
+            x, state = self._step(x, step, first if n == 0 else after, labels, conditioning,
+                                  state, keys)
             if progbar is not None:
                 progbar.update(n + 1)
         return np.asarray(ops.convert_to_numpy(x), dtype="float32")[:batch]

@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 from conftest import micro_network_config
 from conftest import to_numpy
+from conftest import torch_pass_only
 
 import keras_cdm
 from keras_cdm.models import SamplerSettings
 
+# Backend-agnostic (NumPy around a stage's own sample): once per CI pass.
+pytestmark = torch_pass_only
 FAST = SamplerSettings(num_steps=2, sampler="dpm++2m")
 
 
