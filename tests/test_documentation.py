@@ -114,7 +114,9 @@ def test_readme_commands_choose_their_backend():
     installed."""
     text = open(os.path.join(ROOT, "README.md")).read().replace("\\\n", " ")
     missing = []
-    for match in re.finditer(r"(?:^|[`|;&(]\s*)([^`\n|;&(]*?)\bpython ((?:recipes|tools)/\w+\.py)", text, re.M):
+    for match in re.finditer(
+        r"(?:^|[`|;&(]\s*)([^`\n|;&(]*?)\bpython ((?:recipes|tools)/\w+\.py)", text, re.M
+    ):
         prefix, script = match.groups()
         if _imports_keras(script) and "KERAS_BACKEND=" not in prefix:
             missing.append(f"{script}: {match.group(0).strip()[:60]!r}")

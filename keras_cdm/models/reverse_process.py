@@ -294,8 +294,9 @@ class StageSampler:
         first, after = (ops.convert_to_tensor(v, "float32") for v in (1.0, 0.0))
         for n, i in enumerate(steps):
             step = ops.convert_to_tensor(i, "int32")
-            x, state = self._step(x, step, first if n == 0 else after, labels, conditioning,
-                                  state, keys)
+            x, state = self._step(
+                x, step, first if n == 0 else after, labels, conditioning, state, keys
+            )
             if progbar is not None:
                 progbar.update(n + 1)
         return np.asarray(ops.convert_to_numpy(x), dtype="float32")[:batch]

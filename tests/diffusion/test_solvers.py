@@ -9,8 +9,8 @@ from conftest import torch_pass_only
 from keras import ops
 
 import keras_cdm
-from keras_cdm.diffusion.respacing import quadratic_timesteps
 from keras_cdm.diffusion import solvers
+from keras_cdm.diffusion.respacing import quadratic_timesteps
 from keras_cdm.models import SamplerSettings
 
 

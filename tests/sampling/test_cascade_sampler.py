@@ -170,7 +170,9 @@ def test_sampler_settings_one_object_everywhere(stages):
     c = CascadeSampler([base, sr1], settings=[settings, settings]).sample(labels=[0, 1], seed=2)
     d = CascadeSampler([base, sr1], num_steps=3, sampler="ddim").sample(labels=[0, 1], seed=2)
     np.testing.assert_array_equal(c, d)
-    with pytest.raises(ValueError, match=r"Unknown sampler 'euler': the registered ones are .*'euler_a'"):
+    with pytest.raises(
+        ValueError, match=r"Unknown sampler 'euler': the registered ones are .*'euler_a'"
+    ):
         keras_cdm.models.SamplerSettings(sampler="euler")
     with pytest.raises(ValueError, match=r"`num_steps` must be a positive int.*0"):
         keras_cdm.models.SamplerSettings(num_steps=0)
