@@ -1,4 +1,5 @@
-"""Sample a cascade of trained stages and write a class grid and an `.npz`.
+"""Sample a cascade of trained stages and write a class grid and an `.npz`
+(labels: the classes in turn; -1 for an unconditional cascade).
 
     KERAS_BACKEND=jax python recipes/sample_cascade.py \\
         runs/demo/base16_tiny.keras runs/demo/sr16to32_tiny.keras \\
@@ -62,16 +63,20 @@ def main(argv=None):
         )
     except (FileNotFoundError, ValueError) as e:  # a missing stage, stages that do not chain
         raise common.StageError(str(e)) from None
-    labels = np.arange(args.num_images) % cascade.num_classes
-    share = np.array_split(np.arange(len(labels)), world)[rank]
+    # Class-conditional: classes in turn. Unconditional: no labels (the .npz
+    # says -1, and the grid has rows of 8).
+    conditional = cascade.num_classes > 0
+    labels = np.arange(args.num_images) % cascade.num_classes if conditional else None
+    share = np.array_split(np.arange(args.num_images), world)[rank]
     if len(share) and (world > 1 or local_devices() > 1):
         print(
             f"[keras_cdm] process {rank} of {world}: images {share[0]}-{share[-1]} of "
-            f"{len(labels)}, each batch over {local_devices()} devices",
+            f"{args.num_images}, each batch over {local_devices()} devices",
             flush=True,
         )
     final, per_stage = cascade.sample(
         labels,
+        num_images=None if conditional else args.num_images,
         seed=args.seed,
         batch_size=args.batch_size,
         return_all_stages=True,
@@ -83,11 +88,15 @@ def main(argv=None):
     grid = save_class_grid(
         os.path.join(args.output_dir, "grid.png"),
         final,
-        labels,
+        labels if conditional else np.arange(args.num_images) // 8,
         extra_stages=per_stage[:-1],
         class_names=cascade.class_names,
     )
-    npz = save_npz(os.path.join(args.output_dir, "samples.npz"), final, labels)
+    npz = save_npz(
+        os.path.join(args.output_dir, "samples.npz"),
+        final,
+        labels if conditional else np.full(args.num_images, -1),
+    )
     print(f"[keras_cdm] wrote {grid} and {npz}")
     return grid, npz
 

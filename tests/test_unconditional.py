@@ -86,6 +86,17 @@ def test_fit_sample_save_and_cascade(_, tmp_path):
         base.sample([0, 1], seed=0, num_steps=2)
     with pytest.raises(ValueError, match="unconditional.*num_images"):
         cascade.sample(labels=[0, 1])
+    # The sampling recipe: no labels asked for; the .npz says -1, unlabelled.
+    sr_path = str(tmp_path / "sr.keras")
+    sr.save(sr_path)
+    sys.path.insert(0, os.path.join(ROOT, "recipes"))
+    sample_cascade = importlib.import_module("sample_cascade")
+    _, npz = sample_cascade.main(
+        [path, sr_path, "--aug_levels", "10", "--num_steps", "2", "--num_images", "3"]
+        + ["--output_dir", str(tmp_path / "samples")]
+    )
+    samples = np.load(npz)
+    assert samples["images"].shape == (3, 32, 32, 3) and (samples["labels"] == -1).all()
     with pytest.raises(ValueError, match="batch holds labels"):
         base.fit(images, np.zeros(4, "int32"), batch_size=2, verbose=0)
     with pytest.raises(ValueError, match="no labels to drop"):

@@ -33,7 +33,9 @@ def evaluate_samples(extractor, images, labels, reference, real_features=None, r
 
     Args:
         extractor: a `FeatureExtractor`.
-        images: uint8 `(n, h, w, 3)` samples; labels: int `(n,)`.
+        images: uint8 `(n, h, w, 3)` samples; labels: int `(n,)` (-1:
+            unlabelled samples, e.g. an unconditional cascade's: no class
+            accuracy nor per-class FID).
         reference: `(mu, sigma, extractor_name)` of the real data.
         real_features, real_labels: optional real features and labels for
             precision/recall and per-class FID.
@@ -59,11 +61,11 @@ def evaluate_samples(extractor, images, labels, reference, real_features=None, r
     }
     if probs is not None:
         result["inception_score"], result["inception_score_std"] = inception_score(probs)
-        if probs.shape[1] >= int(np.max(labels)) + 1:
+        if np.min(labels) >= 0 and probs.shape[1] >= int(np.max(labels)) + 1:
             result["class_accuracy"] = classification_accuracy(probs, labels, top=(1,))["top1"]
     if real_features is not None:
         result["precision"], result["recall"] = precision_recall(real_features, feats)
-        if real_labels is not None:
+        if real_labels is not None and np.min(labels) >= 0:
             per_class = {}
             for c in np.unique(labels):
                 a, b = feats[labels == c], real_features[real_labels == c]
