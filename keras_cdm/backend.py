@@ -483,3 +483,54 @@ def multi_step_function(model, kind):
         return logs
 
     return run
+
+
+# ----------------------------------------------------------------------
+# What the recipes ask of the backend (they never branch on it themselves)
+# ----------------------------------------------------------------------
+def name():
+    """The Keras backend in use: `"jax"`, `"tensorflow"` or `"torch"`."""
+    return keras.backend.backend()
+
+
+def default_jit_compile(under_strategy=False):
+    """The recipes' `jit_compile`: off on PyTorch (`torch.compile` takes
+    minutes on a CPU for no gain here) and under a `tf.distribute` strategy
+    (XLA cannot place its mirrored seed state); Keras's `"auto"` otherwise."""
+    if keras.backend.backend() == "torch" or under_strategy:
+        return False
+    return "auto"
+
+
+def share_across_processes(model):
+    """Makes `model.fit` data-parallel across the processes where the
+    backend needs it: PyTorch (`setup_torch_ddp`). JAX's `DataParallel`
+    does it in its distribution; a no-op there."""
+    if keras.backend.backend() == "torch":
+        setup_torch_ddp(model)
+
+
+def sampling_needs_every_process(world):
+    """Whether sampling from one process of `world` would wait for the
+    others (JAX: a sharded model's computations are collective)."""
+    return world > 1 and keras.backend.backend() == "jax"
+
+
+JAX_PROCESS_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def launch_prefix(world):
+    """The start of a shell command that relaunches this run with its
+    `world` processes: `KERAS_BACKEND=... python` for one; `torchrun` with
+    the same layout on PyTorch; this process's `JAX_*` variables on JAX."""
+    import os
+
+    command = [f"KERAS_BACKEND={keras.backend.backend()}", "python"]
+    if world > 1 and keras.backend.backend() == "torch":
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        command[1:] = ["torchrun", f"--nnodes={world // local}", f"--nproc_per_node={local}"]
+        if world > local:
+            command.append("--rdzv_endpoint=HOST:PORT")
+    elif world > 1:
+        command[:0] = [f"{n}={os.environ[n]}" for n in JAX_PROCESS_VARIABLES]
+    return command

@@ -30,12 +30,12 @@ import numpy as np  # noqa: E402
 from keras_cdm.backend import any_process  # noqa: E402
 from keras_cdm.backend import has_accelerator  # noqa: E402
 from keras_cdm.backend import process_group  # noqa: E402
-from keras_cdm.backend import setup_torch_ddp  # noqa: E402
 from keras_cdm.distribute import configure_data_parallel  # noqa: E402
 from keras_cdm.models.presets import get_preset  # noqa: E402
 from keras_cdm.utils.interrupts import SignalStop  # noqa: E402
 from keras_cdm.utils.interrupts import StopOnSignal  # noqa: E402
 from keras_cdm.utils.progress import TrainingProgress  # noqa: E402
+from keras_cdm.utils.validation import per_stage  # noqa: E402
 
 
 class RecipeError(Exception):
@@ -262,23 +262,24 @@ def add_sampling_flags(p, num_steps=None, sampler=("ddpm",), spacing=("uniform",
     )
 
 
+def per_stage_flag(name, values, num_stages):
+    """A flag's values (one value, or one per stage) as one per stage; a
+    FlagError naming the flag otherwise."""
+    try:
+        return per_stage(name, values[0] if len(values) == 1 else values, num_stages)
+    except ValueError as e:
+        raise FlagError(str(e)) from None
+
+
 def sampling_kwargs(args, num_stages):
-    """`CascadeSampler` keyword arguments from `add_sampling_flags`' flags."""
-    out = {}
-    for name in ("num_steps", "sampler", "guidance_scale", "eta", "spacing"):
-        values = getattr(args, name)
-        if values is None:
-            out[name] = None
-        elif len(values) == 1:
-            out[name] = values[0]
-        elif len(values) == num_stages:
-            out[name] = list(values)
-        else:
-            raise FlagError(
-                f"--{name} takes one value or one per stage ({num_stages}). "
-                f"Received: {len(values)} values {values}"
-            )
-    return out
+    """`CascadeSampler` keyword arguments (one value per stage) from
+    `add_sampling_flags`' flags."""
+    return {
+        name: None
+        if getattr(args, name) is None
+        else per_stage_flag(f"--{name}", getattr(args, name), num_stages)
+        for name in ("num_steps", "sampler", "guidance_scale", "eta", "spacing")
+    }
 
 
 # Fields `--network` may override: the U-Net's arguments (and the SR U-Net's).
@@ -619,11 +620,8 @@ def write_sample_grid(model, path, num_classes, per_class=4, num_steps=50):
 
 
 def jit_compile_setting(devices):
-    """torch.compile takes minutes on CPU for no gain here; XLA cannot place
-    the mirrored seed state of tf.distribute strategies."""
-    if keras.backend.backend() == "torch" or "Strategy" in devices:
-        return False
-    return "auto"
+    """The backend's default (`keras_cdm.backend.default_jit_compile`)."""
+    return keras_cdm.backend.default_jit_compile(under_strategy="Strategy" in devices)
 
 
 def set_steps_per_execution(model, n):
@@ -706,18 +704,8 @@ def resume_command(stage, argv, world=1):
     processes: the same launch, as many processes)."""
     recipe = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"train_{stage}.py")
     argv = list(argv) + ([] if "--resume" in argv else ["--resume"])
-    command = [f"KERAS_BACKEND={keras.backend.backend()}", "python"]
-    if world > 1 and keras.backend.backend() == "torch":
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        command[1:] = ["torchrun", f"--nnodes={world // local}", f"--nproc_per_node={local}"]
-        if world > local:
-            command.append("--rdzv_endpoint=HOST:PORT")
-    elif world > 1:  # JAX: each process with its JAX_* variables, as before
-        command[:0] = [f"{name}={os.environ[name]}" for name in JAX_PROCESS_VARIABLES]
+    command = keras_cdm.backend.launch_prefix(world)
     return shlex.join(command + [os.path.relpath(recipe)] + argv)
-
-
-JAX_PROCESS_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
 class StageError(RecipeError, ValueError):
@@ -778,7 +766,7 @@ def _train(stage, argv, stop):
         raise Unsupported(str(e)) from None
     print(
         f"[keras_cdm] {stage}: preset={preset} batch={batch} steps={steps} "
-        f"backend={keras.backend.backend()} ({devices}) -> {output_dir}"
+        f"backend={keras_cdm.backend.name()} ({devices}) -> {output_dir}"
     )
     source = open_source(stage, preset, args)
     rank, world = process_group()
@@ -802,8 +790,8 @@ def _train(stage, argv, stop):
     if world > 1:
         if batch % world:
             raise FlagError(f"--batch_size {batch} must be divisible by the {world} processes.")
-        if keras.backend.backend() == "torch":
-            setup_torch_ddp(model)  # same start on every rank, gradients averaged
+        # PyTorch: the same start on every rank, gradients averaged.
+        keras_cdm.backend.share_across_processes(model)
         # Each process reads only its share of every global batch (JAX's
         # DataParallel assembles the global batch from the processes' shares).
         batch, shard = batch // world, (world, rank)
@@ -870,8 +858,7 @@ def _train(stage, argv, stop):
         return final
     save_collectively(model, final + ".tmp.keras")
     os.replace(final + ".tmp.keras", final)
-    if world > 1 and keras.backend.backend() == "jax":
-        # Sampling from one process of several would wait for the others.
+    if keras_cdm.backend.sampling_needs_every_process(world):
         print(f"[keras_cdm] wrote {final} (no sample grid with several JAX processes)")
         return final
     if stop.received is not None:

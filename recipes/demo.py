@@ -55,7 +55,7 @@ def main(argv=None):
         model.compile(optimizer=keras.optimizers.Adam(2e-3))
         print(
             f"[demo] training {name} ({model.network.count_params():,} parameters) "
-            f"for {steps} steps on {keras.backend.backend()}",
+            f"for {steps} steps on {keras_cdm.backend.name()}",
             flush=True,
         )
         # A progress line (step, loss, img/s, ETA) every ~5% of the run.

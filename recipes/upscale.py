@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 
 import keras_cdm  # noqa: E402
 from keras_cdm.data.sources import IMAGE_EXTENSIONS  # noqa: E402
-from keras_cdm.sampling.cascade_sampler import _load_stage  # noqa: E402
-from keras_cdm.sampling.cascade_sampler import _outline  # noqa: E402
+from keras_cdm.models import resolve_stage  # noqa: E402
+from keras_cdm.models import stage_outline  # noqa: E402
 from keras_cdm.utils.images import save_png  # noqa: E402
 from keras_cdm.utils.images import to_uint8  # noqa: E402
 
@@ -172,7 +172,7 @@ def resolve_labels(args, stages, files, folder_labels):
 def load_stages(paths):
     """The SR stages, in cascade order, checked from their configs before
     any weights load."""
-    outlines = [_outline(p) for p in paths]
+    outlines = [stage_outline(p) for p in paths]
     for path, outline in zip(paths, outlines):
         if outline is not None and not outline[0]:
             raise common.StageError(
@@ -188,7 +188,7 @@ def load_stages(paths):
     stages = []
     for path in paths:
         try:
-            stage = _load_stage(path)
+            stage = resolve_stage(path)
         except (FileNotFoundError, ValueError) as e:
             raise common.StageError(f"--stage {path!r}: {e}") from None
         if not isinstance(stage, keras_cdm.SuperResDiffusionModel):
@@ -259,11 +259,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     files, folder_labels = list_images(args.inputs)
     n = len(args.stage)
-    if len(args.aug_levels) not in (1, n):
-        raise common.FlagError(
-            f"--aug_levels takes one value or one per stage ({n}). Received: {args.aug_levels}"
-        )
-    aug = args.aug_levels * n if len(args.aug_levels) == 1 else args.aug_levels
+    aug = common.per_stage_flag("--aug_levels", args.aug_levels, n)
     settings = keras_cdm.models.SamplerSettings.per_stage(n, **common.sampling_kwargs(args, n))
     names = [os.path.splitext(os.path.basename(f))[0] + ".png" for f in files]
     targets = [os.path.join(args.out, name) for name in names + ["comparison.png"]]

@@ -71,3 +71,19 @@ def test_no_config_sniffing_and_no_backend_imports_in_recipes():
                 text = f.read()
             found = re.findall(r"^\s*(?:import|from) (jax|torch|tensorflow)\b", text, re.M)
             assert not found, f"recipes/{name} imports {found}"
+
+
+def test_backend_branching_lives_in_the_backend_module():
+    """Only `keras_cdm/backend.py` and `keras_cdm/distribute.py` ask Keras
+    which backend runs; everything else asks them what to do."""
+    allowed = {os.path.join("keras_cdm", "backend.py"), os.path.join("keras_cdm", "distribute.py")}
+    found = []
+    for folder in ("keras_cdm", "recipes"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, folder)):
+            for name in files:
+                path = os.path.relpath(os.path.join(dirpath, name), ROOT)
+                if name.endswith(".py") and path not in allowed:
+                    with open(os.path.join(ROOT, path)) as f:
+                        if "keras.backend.backend()" in f.read():
+                            found.append(path)
+    assert not found, f"keras.backend.backend() outside the backend module: {found}"

@@ -51,7 +51,7 @@ def step_rate(preset, low, high, batch, steps):
     import keras
 
     model = keras_cdm.DiffusionModel.from_preset(preset)
-    jit = False if keras.backend.backend() == "torch" else "auto"
+    jit = keras_cdm.backend.default_jit_compile()
     model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
     source = keras_cdm.data.synthetic(num_images=max(batch, 64), resolution=high)
     x, y = keras_cdm.data.super_res_dataset(source, low, high, batch, seed=0)[0]

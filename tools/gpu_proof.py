@@ -261,7 +261,7 @@ def ablation_child(args, size, deadline):
     source = keras_cdm.data.from_arrays(x_train, y_train, 10)
     left = deadline - time.time()
     unit = 0.7 * left / 5  # training: base16 1, each SR 1, base32 2 units; sampling the rest
-    jit = False if keras.backend.backend() == "torch" else "auto"
+    jit = keras_cdm.backend.default_jit_compile()
     models, train_report = {}, {}
     plan = [
         ("base16", "base16", size["network_16"], {}, 1),

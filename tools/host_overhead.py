@@ -68,7 +68,7 @@ def measure_keras_cdm(steps, executions=(1,), rounds=2):
     models = {}
     for n in executions:
         model = keras_cdm.DiffusionModel.from_preset(PRESET, network_overrides={"image_size": SIZE})
-        jit = False if keras.backend.backend() == "torch" else "auto"  # as the recipes
+        jit = keras_cdm.backend.default_jit_compile()  # as the recipes
         model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit, steps_per_execution=n)
         model.fit(ds, steps_per_epoch=5 * n, epochs=1, verbose=0)
         models[n] = model

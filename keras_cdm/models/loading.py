@@ -1,5 +1,6 @@
 """Loading a saved stage with errors that name the file and what is wrong."""
 
+import json
 import os
 import zipfile
 
@@ -50,3 +51,52 @@ def load_stage(path, compile=True):
             "SuperResDiffusionModel."
         )
     return model
+
+
+def resolve_stage(stage):
+    """A stage from a model, a `.keras` file, a preset directory or a preset
+    name (an untrained architecture): what `CascadeSampler` and the
+    recipes accept wherever they take a stage.
+
+    Example:
+
+    >>> keras_cdm.models.resolve_stage("sr16to32_tiny").low_res_size
+    16
+    """
+    if isinstance(stage, (str, os.PathLike)):
+        path = os.fspath(stage)
+        if os.path.isdir(path) or (isinstance(stage, str) and not path.endswith(".keras")):
+            stage = DiffusionModel.from_preset(path)
+        else:
+            stage = load_stage(path, compile=False)
+    if not isinstance(stage, DiffusionModel):
+        raise ValueError(
+            "Each stage must be a keras_cdm DiffusionModel or SuperResDiffusionModel, a .keras "
+            f"file, a preset directory or a preset name. Received: {type(stage).__name__}"
+        )
+    return stage
+
+
+def stage_outline(stage):
+    """`(is SR, image size, low-res size)` of a stage given as a `.keras` file
+    or a preset directory, read from its config alone, without loading
+    weights (None for anything else, or a config it cannot read: loading
+    the stage then says what is wrong). Used to check a chain of stages
+    before loading any."""
+    if not isinstance(stage, (str, os.PathLike)):
+        return None
+    path = os.fspath(stage)
+    try:
+        if os.path.isdir(path):
+            with open(os.path.join(path, "config.json")) as f:
+                config = json.load(f)["stage"]
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        else:
+            return None
+        network = config["config"]["network"]["config"]
+        sr = config["class_name"] == "SuperResDiffusionModel"
+        return sr, int(network["image_size"]), network.get("low_res_size") if sr else None
+    except (OSError, KeyError, TypeError, ValueError):
+        return None  # loading the stage says what is wrong

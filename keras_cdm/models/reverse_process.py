@@ -17,6 +17,7 @@ from keras_cdm.utils.seeds import ImageNoise
 from keras_cdm.utils.seeds import device_normal
 from keras_cdm.utils.seeds import image_keys
 from keras_cdm.utils.validation import check_positive_int
+from keras_cdm.utils.validation import per_stage
 
 SPACINGS = ("uniform", "quadratic")
 
@@ -109,17 +110,7 @@ class SamplerSettings:
     def per_stage(cls, num_stages, **kwargs):
         """One `SamplerSettings` per stage from fields that are each one value
         or a list of one value per stage."""
-        columns = {}
-        for name, value in kwargs.items():
-            if isinstance(value, (list, tuple)):
-                if len(value) != num_stages:
-                    raise ValueError(
-                        f"`{name}` must be one value or one per stage ({num_stages}). "
-                        f"Received: {name}={value!r}"
-                    )
-                columns[name] = list(value)
-            else:
-                columns[name] = [value] * num_stages
+        columns = {name: per_stage(name, value, num_stages) for name, value in kwargs.items()}
         return [cls(**{k: v[i] for k, v in columns.items()}) for i in range(num_stages)]
 
 

@@ -1,71 +1,20 @@
-import json
 import numbers
-import os
-import zipfile
 
 import numpy as np
 
 from keras_cdm.backend import gather_processes
 from keras_cdm.backend import process_group
-from keras_cdm.models.diffusion_model import DiffusionModel
-from keras_cdm.models.loading import load_stage
+from keras_cdm.models.loading import resolve_stage
+from keras_cdm.models.loading import stage_outline
 from keras_cdm.models.reverse_process import SamplerSettings
 from keras_cdm.models.super_res_diffusion_model import SuperResDiffusionModel
 from keras_cdm.utils.images import to_uint8
 from keras_cdm.utils.seeds import check_seed
 from keras_cdm.utils.seeds import derive_seed
 from keras_cdm.utils.validation import check_positive_int
+from keras_cdm.utils.validation import per_stage
 
 MODES = ("truncated", "non_truncated")
-
-
-def _per_stage(name, value, n):
-    if isinstance(value, (list, tuple)):
-        if len(value) != n:
-            raise ValueError(
-                f"`{name}` must be one value or one per stage ({n}). Received: {name}={value!r}"
-            )
-        return list(value)
-    return [value] * n
-
-
-def _load_stage(stage):
-    """A stage from a model, a `.keras` file, a preset directory or a preset
-    name (an untrained architecture)."""
-    if isinstance(stage, (str, os.PathLike)):
-        path = os.fspath(stage)
-        if os.path.isdir(path) or (isinstance(stage, str) and not path.endswith(".keras")):
-            stage = DiffusionModel.from_preset(path)
-        else:
-            stage = load_stage(path, compile=False)
-    if not isinstance(stage, DiffusionModel):
-        raise ValueError(
-            "Each stage must be a keras_cdm DiffusionModel or SuperResDiffusionModel, a .keras "
-            f"file, a preset directory or a preset name. Received: {type(stage).__name__}"
-        )
-    return stage
-
-
-def _outline(stage):
-    """`(is SR, image size, low-res size)` of a stage given as a `.keras` file
-    or a preset directory, read from its config alone (None otherwise)."""
-    if not isinstance(stage, (str, os.PathLike)):
-        return None
-    path = os.fspath(stage)
-    try:
-        if os.path.isdir(path):
-            with open(os.path.join(path, "config.json")) as f:
-                config = json.load(f)["stage"]
-        elif zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                config = json.loads(archive.read("config.json"))
-        else:
-            return None
-        network = config["config"]["network"]["config"]
-        sr = config["class_name"] == "SuperResDiffusionModel"
-        return sr, int(network["image_size"]), network.get("low_res_size") if sr else None
-    except (OSError, KeyError, TypeError, ValueError):
-        return None  # loading the stage says what is wrong
 
 
 def _check_chain(outlines):
@@ -144,10 +93,10 @@ class CascadeSampler:
             raise ValueError("A cascade needs at least one stage.")
         # Stages given as files or preset directories are checked from their
         # configs first, so a wrong order fails before any weights load.
-        outlines = [_outline(s) for s in stages]
+        outlines = [stage_outline(s) for s in stages]
         if all(o is not None for o in outlines):
             _check_chain(outlines)
-        stages = [_load_stage(s) for s in stages]
+        stages = [resolve_stage(s) for s in stages]
         n = len(stages)
         sr = [isinstance(st, SuperResDiffusionModel) for st in stages]
         _check_chain(
@@ -170,7 +119,7 @@ class CascadeSampler:
             )
         self.stages = stages
         self.mode = mode
-        self.aug_levels = _per_stage("aug_levels", aug_levels, n - 1) if n > 1 else []
+        self.aug_levels = per_stage("aug_levels", aug_levels, n - 1) if n > 1 else []
         for k, s in enumerate(self.aug_levels):
             sr = stages[k + 1]
             if isinstance(s, bool) or not isinstance(s, numbers.Integral):
@@ -201,7 +150,7 @@ class CascadeSampler:
                 use_ema=use_ema,
                 spacing=spacing,
             )
-        settings = [SamplerSettings.resolve(s) for s in _per_stage("settings", settings, n)]
+        settings = [SamplerSettings.resolve(s) for s in per_stage("settings", settings, n)]
         for k, (stage, st) in enumerate(zip(stages, settings)):
             g = st.guidance_scale
             if g != 1.0 and stage.label_dropout == 0.0:
