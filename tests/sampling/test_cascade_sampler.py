@@ -171,7 +171,7 @@ def test_sampler_settings_one_object_everywhere(stages):
     d = CascadeSampler([base, sr1], num_steps=3, sampler="ddim").sample(labels=[0, 1], seed=2)
     np.testing.assert_array_equal(c, d)
     with pytest.raises(
-        ValueError, match=r"Unknown sampler 'euler': the registered ones are .*'euler_a'"
+        ValueError, match=r"Unknown sampler 'euler': the registered ones are .*'dpm\+\+3m_sde'"
     ):
         keras_cdm.models.SamplerSettings(sampler="euler")
     with pytest.raises(ValueError, match=r"`num_steps` must be a positive int.*0"):
