@@ -1,5 +1,5 @@
 """The only backend-specific code of keras_cdm, each piece small and chosen
-by measurement (README, "Where the time goes"):
+by measurement (docs/SPEED.md):
 
 - `compile_stateful`: a stateful function compiled once per input shape
   (`jax.jit` through a `keras.StatelessScope`, `tf.function(jit_compile=True)`,

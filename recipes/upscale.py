@@ -18,7 +18,7 @@ with lines `file,label`; or an input folder with one sub-folder per class,
 named like the classes (or by id). Unconditional stages take none.
 
 Sampling defaults to 20 quadratic steps of SDE-DPM-Solver++(2M) per stage
-(on the released CIFAR-10 base as good as 100 DDPM steps; README, Results),
+(on the released CIFAR-10 base as good as 100 DDPM steps; docs/RESULTS.md),
 with a progress bar per stage; the sampling flags are `sample_cascade.py`'s.
 Writes `OUT/NAME.png` per input and `OUT/comparison.png` (a row per image:
 the input, then each stage's output), and refuses to replace files already

@@ -43,7 +43,7 @@ class SamplerSettings:
             `"uniform"` (evenly spaced, the default) or `"quadratic"` (dense
             at low noise, sparse at high noise; DDIM's "quad"). With few
             steps, quadratic spacing gave the released CIFAR-10 base a much
-            lower FID (README, Results).
+            lower FID (docs/RESULTS.md).
 
     Example:
 
