@@ -43,6 +43,21 @@ def launch(out, steps, processes, extra=()):
     return start_processes("recipes/train_base16.py", argv, processes, f"{out}.{len(extra)}")
 
 
+STARTED = []  # every process a test starts; the fixture below ends those still running
+
+
+@pytest.fixture(autouse=True)
+def _end_leftover_processes():
+    """A test that fails before its processes exit (an assertion, a
+    timeout in `finish`) must not leave them running into the next test."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+
+
 def start_processes(script, argv, processes, log_prefix, **env):
     """`processes` JAX processes of `script` joined by a localhost
     coordinator (one process: no coordinator); logs at `log_prefix.PID.log`."""
@@ -66,6 +81,7 @@ def start_processes(script, argv, processes, log_prefix, **env):
         )
         proc.log = log.name
         procs.append(proc)
+        STARTED.append(proc)
     return procs
 
 
