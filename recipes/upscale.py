@@ -8,7 +8,8 @@ each output is exactly the stages' factor times its input's height and
 width. `--mode whole` (default) runs each stage at the image's own size,
 `--mode tiles` over overlapping tiles of the stage's own input size, blended
 (`keras_cdm.sampling.upscale`; docs/UPSCALE.md measures both against
-bicubic: whole keeps more detail in half the time, tiles bound the memory).
+bicubic: whole keeps more detail in half the time, tiles bound the memory;
+an image too large for whole is refused with a pointer to tiles).
 Several `--stage`s chain (16→32 then 32→64), each conditioned on the last output at
 `--aug_levels` (0: clean; one value or one per stage).
 
@@ -293,8 +294,8 @@ def main(argv=None):
     for k, (stage, s, setting) in enumerate(zip(stages, aug, settings)):
         factor = stage.image_size // stage.low_res_size
         print(f"[keras_cdm] stage {k + 1} of {n}: {args.stage[k]} (x{factor})", flush=True)
-        outputs.append(
-            keras_cdm.sampling.upscale(
+        try:
+            upscaled = keras_cdm.sampling.upscale(
                 stage,
                 outputs[-1],
                 None if stage.unconditional else labels,
@@ -306,7 +307,9 @@ def main(argv=None):
                 overlap=args.overlap,
                 verbose=True,
             )
-        )
+        except ValueError as e:  # an image too large to upscale whole
+            raise common.FlagError(f"--stage {args.stage[k]!r}: {e}") from None
+        outputs.append(upscaled)
     os.makedirs(args.out, exist_ok=True)
     written = [save_png(t, to_uint8(o)) for t, o in zip(targets, outputs[-1])]
     grid = save_png(targets[-1], comparison([[to_uint8(im) for im in c] for c in outputs]))

@@ -6,7 +6,8 @@ convolutional, so it can run on other sizes in two ways:
 - `"whole"`: the stage rebuilt at the image's own size
   (`SuperResDiffusionModel.with_low_res_size`), one reverse process per
   image. Attention then sees the whole image; its memory grows with the
-  square of the image's pixel count.
+  square of the image's pixel count, so an image whose largest attention
+  map would exceed `MAX_ATTENTION_TOKENS` pixels is refused (use tiles).
 - `"tiles"`: overlapping tiles of the stage's own low-resolution size, each
   sampled on its own and blended with linear ramps over the overlap. Any
   size, fixed memory, but the tiles do not see each other, so they can
@@ -54,6 +55,23 @@ def _tile_starts(length, tile, stride):
     if starts[-1] + tile < length:
         starts.append(length - tile)
     return starts
+
+
+MAX_ATTENTION_TOKENS = 128 * 128  # 1 GiB of float32 scores per image and head
+
+
+def attention_tokens(stage, low_res_size):
+    """Pixels of the largest self-attention map of `stage` rebuilt for
+    `low_res_size` inputs (its middle block attends at the lowest level)."""
+    config = stage.network.get_config()
+    levels = len(config["channel_mult"])
+    image_size = low_res_size * (stage.image_size // stage.low_res_size)
+    attended = [
+        image_size // 2**level
+        for level in range(levels)
+        if stage.image_size // 2**level in config["attention_resolutions"]
+    ] + [image_size // 2 ** (levels - 1)]
+    return max(attended) ** 2
 
 
 class _Sizes:
@@ -166,6 +184,15 @@ def _upscale_whole(stage, images, labels, aug_level, seed, settings, batch_size,
     step = size_step(stage)
     sizes = _Sizes(stage)
     side = [step * -(-max(image.shape[:2]) // step) for image in images]
+    for i, s in enumerate(side):
+        tokens = attention_tokens(stage, s)
+        if tokens > MAX_ATTENTION_TOKENS:
+            raise ValueError(
+                f"Image {i} ({images[i].shape[0]}x{images[i].shape[1]}) is too large to "
+                f"upscale whole: the stage would attend over {tokens:,} pixels at once "
+                f"({tokens**2 * 4 / 2**30:.0f} GiB per image and head; at most "
+                f"{MAX_ATTENTION_TOKENS:,}). Use mode='tiles' (--mode tiles)."
+            )
     out = [None] * len(images)
     for s in sorted(set(side)):
         members = [i for i in range(len(images)) if side[i] == s]

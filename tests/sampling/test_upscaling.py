@@ -69,5 +69,10 @@ def test_upscale_any_shape_whole_and_tiles():
         keras_cdm.sampling.upscale(stage, images, [1, 2], mode="tiles", overlap=4)
     with pytest.raises(ValueError, match=r"Image 0 must be \(height, width, 3\)"):
         keras_cdm.sampling.upscale(stage, [np.zeros((4, 4))], [1])
+    # The micro network attends at 4x4 of 8x8 (level 1): a 700x700 image would
+    # attend over 700x700 pixels at once.
+    assert keras_cdm.sampling.upscaling.attention_tokens(stage, 4) == 16
+    with pytest.raises(ValueError, match=r"Image 0 \(700x700\) is too large.*mode='tiles'"):
+        keras_cdm.sampling.upscale(stage, [np.zeros((700, 700, 3), "float32")], [1])
     with pytest.raises(ValueError, match="`mode` must be one of"):
         keras_cdm.sampling.upscale(stage, images, [1, 2], mode="tiled")
