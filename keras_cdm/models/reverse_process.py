@@ -32,7 +32,7 @@ class SamplerSettings:
         sampler: str. A registered solver (`keras_cdm.diffusion.solver_names()`,
             each described in `keras_cdm.diffusion.solvers`): built in are
             ancestral `"ddpm"` (the default), `"ddim"`, DPM-Solver++(2M) and
-            its stochastic form, and Euler ancestral.
+            its stochastic form, and SDE-DPM-Solver++(3M).
         eta: float. DDIM stochasticity (>= 0; only for solvers that take it,
             `"ddim"`). Defaults to `0.0`.
         clip_denoised: bool. Clip the predicted x0 to [-1, 1].
