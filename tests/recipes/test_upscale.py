@@ -58,6 +58,14 @@ def test_upscale_keeps_every_size_and_chains(tmp_path):
     # The outputs are there: a second run refuses to replace them, --overwrite does.
     with pytest.raises(ValueError, match=r"already exists.*--overwrite"):
         upscale.main(argv + FAST)
+    # A 64x64 photo through one 16->32 stage comes back 128x128 (it used to be
+    # box-filtered to 16x16 and come back 32x32).
+    _png(str(tmp_path / "single" / "photo.png"), (64, 64, 3), seed=3)
+    alone, _ = upscale.main(
+        [str(tmp_path / "single"), "--stage", sr32, "--out", str(tmp_path / "o64"), "--label", "1"]
+        + FAST
+    )
+    assert Image.open(alone[0]).size == (128, 128)
     before = os.path.getmtime(written[0])
     written_again, _ = upscale.main(argv + FAST + ["--overwrite", "--mode", "tiles"])
     assert Image.open(written_again[2]).size == (80, 48) and os.path.getmtime(written[0]) >= before
