@@ -8,15 +8,41 @@ of the package and imports only Keras, the backend in use and
 """
 
 import contextlib
+import dataclasses
 import os
 
 import keras
+
+from keras_cdm.backend import default_jit_compile
+from keras_cdm.backend import process_group
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParallelSetup:
+    """What `configure_data_parallel` set up.
+
+    Attributes:
+        description: str. One line for the logs (engine, devices, processes).
+        scope: a context manager: build and compile the model inside it.
+        rank: int. This process's index among `world` training processes.
+        world: int. Processes training together (1 without several).
+        jit_compile: the `compile(jit_compile=...)` that fits: `False` under
+            a `tf.distribute` strategy and on PyTorch, `"auto"` otherwise
+            (`keras_cdm.backend.default_jit_compile`).
+    """
+
+    description: str
+    scope: object
+    rank: int = 0
+    world: int = 1
+    jit_compile: object = "auto"
 
 
 def configure_data_parallel():
     """Data parallelism over every local accelerator, per backend's own engine.
 
-    Returns `(description, scope)`: build and compile the model inside `scope`.
+    Returns a `DataParallelSetup`: build and compile the model inside its
+    `scope`, with its `jit_compile`.
     JAX: `keras.distribution.DataParallel` over all devices (multi-host after
     `keras.distribution.initialize()`, which reads the usual JAX coordinator
     environment). TensorFlow: `TPUStrategy` on a TPU, `MirroredStrategy` over
@@ -40,17 +66,11 @@ def configure_data_parallel():
                 keras.distribution.DataParallel(auto_shard_dataset=processes == 1)
             )
             where = f", {processes} processes" if processes > 1 else ""
-            return (
-                f"jax DataParallel over {len(jax.devices())} devices{where}",
-                contextlib.nullcontext(),
-            )
+            return _setup(f"jax DataParallel over {len(jax.devices())} devices{where}")
     if backend == "torch" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 
-        return (
-            f"torch DDP rank {dist.get_rank()} of {dist.get_world_size()}",
-            contextlib.nullcontext(),
-        )
+        return _setup(f"torch DDP rank {dist.get_rank()} of {dist.get_world_size()}")
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -66,11 +86,22 @@ def configure_data_parallel():
             elif len(tf.config.list_logical_devices("GPU")) > 1:
                 strategy = tf.distribute.MirroredStrategy()
         if strategy is not None:
-            return (
+            return _setup(
                 f"tf {type(strategy).__name__} over {strategy.num_replicas_in_sync} replicas",
                 strategy.scope(),
             )
-    return f"{backend} on one device", contextlib.nullcontext()
+    return _setup(f"{backend} on one device")
+
+
+def _setup(description, strategy_scope=None):
+    rank, world = process_group()
+    return DataParallelSetup(
+        description=description,
+        scope=strategy_scope or contextlib.nullcontext(),
+        rank=rank,
+        world=world,
+        jit_compile=default_jit_compile(under_strategy=strategy_scope is not None),
+    )
 
 
 # Tried with two workers on localhost (TF_CONFIG, the recipe, Keras 3.15):
@@ -94,7 +125,6 @@ def initialize_processes():
     `torchrun` (`WORLD_SIZE` > 1; NCCL on GPUs, gloo on CPUs). Returns
     `keras_cdm.backend.process_group()`: `(rank, number of processes)`.
     Calling it again does nothing."""
-    from keras_cdm.backend import process_group
 
     backend = keras.backend.backend()
     if backend == "jax" and os.environ.get("JAX_COORDINATOR_ADDRESS") and not _joined:

@@ -29,7 +29,6 @@ import numpy as np  # noqa: E402
 
 from keras_cdm.backend import any_process  # noqa: E402
 from keras_cdm.backend import has_accelerator  # noqa: E402
-from keras_cdm.backend import process_group  # noqa: E402
 from keras_cdm.distribute import configure_data_parallel  # noqa: E402
 from keras_cdm.models.presets import get_preset  # noqa: E402
 from keras_cdm.utils.interrupts import SignalStop  # noqa: E402
@@ -619,11 +618,6 @@ def write_sample_grid(model, path, num_classes, per_class=4, num_steps=50):
     return save_class_grid(path, out, labels, class_names=model.class_names)
 
 
-def jit_compile_setting(devices):
-    """The backend's default (`keras_cdm.backend.default_jit_compile`)."""
-    return keras_cdm.backend.default_jit_compile(under_strategy="Strategy" in devices)
-
-
 def set_steps_per_execution(model, n):
     """Runs `n` training steps per call of the compiled step from the next `fit` on."""
     if model.steps_per_execution != n:
@@ -643,7 +637,9 @@ def paper_preset_note(preset, parameters, accelerator):
     return None
 
 
-def load_or_build(stage, preset, batch, args, output_dir, devices, write=True, class_names=None):
+def load_or_build(
+    stage, preset, batch, args, output_dir, jit_compile, write=True, class_names=None
+):
     """The model to train and the step it is at (0 for a new run); only the
     process that writes (`write`) writes the run record."""
     ckpt = os.path.join(output_dir, "checkpoint.keras")
@@ -664,8 +660,7 @@ def load_or_build(stage, preset, batch, args, output_dir, devices, write=True, c
                 "flags; they were not checked against the run that wrote the checkpoint"
             )
             write_json(record_path, record)
-        jit = jit_compile_setting(devices)
-        if jit is False:
+        if jit_compile is False:
             model.jit_compile = False
         return model, current_step(model)
     if args.new_run_record:
@@ -678,7 +673,7 @@ def load_or_build(stage, preset, batch, args, output_dir, devices, write=True, c
     model = build_model(stage, preset, args, class_names)
     model.compile(
         optimizer=keras.optimizers.Adam(args.learning_rate),
-        jit_compile=jit_compile_setting(devices),
+        jit_compile=jit_compile,
     )
     if write:
         write_json(record_path, record)
@@ -761,20 +756,20 @@ def _train(stage, argv, stop):
     output_dir = args.output_dir or os.path.join("runs", f"{stage}_{args.preset}")
     os.makedirs(output_dir, exist_ok=True)
     try:
-        devices, scope = configure_data_parallel()
+        setup = configure_data_parallel()
     except NotImplementedError as e:
         raise Unsupported(str(e)) from None
     print(
         f"[keras_cdm] {stage}: preset={preset} batch={batch} steps={steps} "
-        f"backend={keras_cdm.backend.name()} ({devices}) -> {output_dir}"
+        f"backend={keras_cdm.backend.name()} ({setup.description}) -> {output_dir}"
     )
     source = open_source(stage, preset, args)
-    rank, world = process_group()
-    with scope:
+    rank, world = setup.rank, setup.world
+    with setup.scope:
         # The checkpoint holds raw and EMA weights, optimizer state, the step
         # counter (optimizer.iterations) and the model's RNG state.
         model, start = load_or_build(
-            stage, preset, batch, args, output_dir, devices, rank == 0, source.class_names
+            stage, preset, batch, args, output_dir, setup.jit_compile, rank == 0, source.class_names
         )
     if start >= steps:
         raise ResumeRefused(
