@@ -534,3 +534,21 @@ def launch_prefix(world):
     elif world > 1:
         command[:0] = [f"{n}={os.environ[n]}" for n in JAX_PROCESS_VARIABLES]
     return command
+
+
+def portable_compile_config(config):
+    """A saved compile config without what tied it to the backend that
+    saved it. It carries the `jit_compile` its backend resolved (True under
+    JAX), which under PyTorch means `torch.compile`, which fails on these
+    models: dropped, so the loading backend's default applies. Keras also
+    records the backend's own optimizer class (e.g. the PyTorch Adam, which
+    runs torch kernels): replaced by the public class, which builds the
+    right one for the loading backend."""
+    config = dict(config)
+    config.pop("jit_compile", None)
+    optimizer = config.get("optimizer")
+    if isinstance(optimizer, dict) and str(optimizer.get("module", "")).startswith(
+        "keras.src.backend."
+    ):
+        config["optimizer"] = dict(optimizer, module="keras.optimizers")
+    return config

@@ -8,6 +8,7 @@ from keras import ops
 from keras_cdm.backend import fused_moving_average
 from keras_cdm.backend import keep_variables_on_failure
 from keras_cdm.backend import multi_step_function
+from keras_cdm.backend import portable_compile_config
 from keras_cdm.backend import random_normal
 from keras_cdm.backend import random_uniform
 from keras_cdm.backend import replica_context
@@ -197,19 +198,13 @@ class DiffusionModel(keras.Model):
     # ------------------------------------------------------------------
     # Construction and serialization
     # ------------------------------------------------------------------
-    _stage_classes = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        DiffusionModel._stage_classes[cls.__name__] = cls
-
     @classmethod
     def presets(cls):
         """`{name: description}` of the presets `from_preset` builds with this class."""
         return {
             name: text
             for name, text in list_presets().items()
-            if issubclass(DiffusionModel._stage_classes[get_preset(name).model_class], cls)
+            if issubclass(stage_class(get_preset(name).model_class), cls)
         }
 
     @classmethod
@@ -262,7 +257,7 @@ class DiffusionModel(keras.Model):
                 "`network_overrides={...}`. Received: network="
                 f"{type(kwargs['network']).__name__}"
             )
-        target = DiffusionModel._stage_classes[preset.model_class]
+        target = stage_class(preset.model_class)
         if not issubclass(target, cls):
             raise ValueError(
                 f"Preset {name!r} builds a {preset.model_class}, not a {cls.__name__}. "
@@ -316,20 +311,8 @@ class DiffusionModel(keras.Model):
         self.built = True
 
     def compile_from_config(self, config):
-        # A saved compile config carries the `jit_compile` its backend
-        # resolved (True under JAX); under PyTorch that means torch.compile,
-        # which fails on this model. A loaded stage compiles as suits the
-        # backend it is loaded in. Keras also records the backend's own
-        # optimizer class (e.g. the PyTorch Adam, which runs torch kernels);
-        # the public class builds the right one for this backend.
-        config = dict(config)
-        config.pop("jit_compile", None)
-        optimizer = config.get("optimizer")
-        if isinstance(optimizer, dict) and str(optimizer.get("module", "")).startswith(
-            "keras.src.backend."
-        ):
-            config["optimizer"] = dict(optimizer, module="keras.optimizers")
-        super().compile_from_config(config)
+        # A loaded stage compiles as suits the backend it is loaded in.
+        super().compile_from_config(portable_compile_config(config))
 
     def save_own_variables(self, store):
         super().save_own_variables(store)
@@ -848,4 +831,17 @@ class DiffusionModel(keras.Model):
         return variational_bound_bpd(self, images, labels, {}, use_ema, check_seed(seed), verbose)
 
 
-DiffusionModel._stage_classes["DiffusionModel"] = DiffusionModel
+def stage_class(name):
+    """The stage class Keras has registered under `name`: a registered name
+    (`"keras_cdm>SuperResDiffusionModel"`, or any package's) or a keras_cdm
+    class name (`"SuperResDiffusionModel"`). Keras's registry is the only
+    one; a preset's `model_class` and a preset directory's config name
+    their class through it."""
+    registered = name if ">" in str(name) else f"keras_cdm>{name}"
+    cls = keras.saving.get_registered_object(registered)
+    if not (isinstance(cls, type) and issubclass(cls, DiffusionModel)):
+        raise ValueError(
+            f"{name!r} is not a registered keras_cdm stage class (a DiffusionModel "
+            "subclass decorated with keras.saving.register_keras_serializable)."
+        )
+    return cls

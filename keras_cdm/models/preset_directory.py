@@ -21,13 +21,14 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cdm.models.diffusion_model import stage_class
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 EMA_WEIGHTS_FILE = "ema.weights.h5"
 EMA_FORMAT = "keras_cdm.ema_weights.v1"
 WEIGHTS_CHOICES = {"all": WEIGHTS_FILE, "ema": EMA_WEIGHTS_FILE}
 EMA_DTYPES = ("float32", "float16")
-STAGE_CLASSES = ("keras_cdm>DiffusionModel", "keras_cdm>SuperResDiffusionModel")
 
 
 def save_to_preset(model, directory, weights="all", dtype="float32"):
@@ -104,11 +105,14 @@ def load_from_preset(directory, cls, safe_mode=True):
         raise ValueError(f"Could not read the preset config {path!r}: {e}") from e
     stage = config.get("stage") if isinstance(config, dict) else None
     registered = stage.get("registered_name") if isinstance(stage, dict) else None
-    if registered not in STAGE_CLASSES:
+    try:
+        stage_class(registered)
+    except ValueError:
         raise ValueError(
-            f"{path!r} does not describe a keras_cdm stage (expected a 'stage' entry of "
-            f"class {list(STAGE_CLASSES)}). Received: {registered!r}"
-        )
+            f"{path!r} does not describe a keras_cdm stage (expected a 'stage' entry of a "
+            f"registered DiffusionModel class, e.g. 'keras_cdm>DiffusionModel'). "
+            f"Received: {registered!r}"
+        ) from None
     weights = os.path.join(directory, config.get("weights", WEIGHTS_FILE))
     if not os.path.isfile(weights):
         raise FileNotFoundError(
