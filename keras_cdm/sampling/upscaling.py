@@ -175,8 +175,17 @@ def upscale(
     ]
 
 
-def _labels(batch_labels):
-    return None if batch_labels[0] is None else np.asarray(batch_labels, "int32")
+def _sample(stage, low_res, labels, indices, aug_level, seed, settings, verbose):
+    """`stage.sample` of a batch (labels None for an unconditional stage)."""
+    return stage.sample(
+        low_res,
+        None if labels[0] is None else np.asarray(labels, "int32"),
+        aug_level=aug_level,
+        seed=seed,
+        image_indices=indices,
+        settings=settings,
+        verbose=verbose,
+    )
 
 
 def _upscale_whole(stage, images, labels, aug_level, seed, settings, batch_size, verbose):
@@ -199,14 +208,8 @@ def _upscale_whole(stage, images, labels, aug_level, seed, settings, batch_size,
         for start in range(0, len(members), batch_size):
             idx = members[start : start + batch_size]
             batch = np.stack([_pad_to(images[i], s, s) for i in idx])
-            result = sizes(s).sample(
-                batch,
-                _labels([labels[i] for i in idx]),
-                aug_level=aug_level,
-                seed=seed,
-                image_indices=idx,
-                settings=settings,
-                verbose=verbose,
+            result = _sample(
+                sizes(s), batch, [labels[i] for i in idx], idx, aug_level, seed, settings, verbose
             )
             for i, r in zip(idx, result):
                 h, w = images[i].shape[:2]
@@ -233,15 +236,7 @@ def _upscale_tiled(stage, image, label, aug_level, seed, settings, batch_size, o
     for start in range(0, len(corners), batch_size):
         idx = list(range(start, min(start + batch_size, len(corners))))
         tiles = np.stack([padded[y : y + size, x : x + size] for y, x in (corners[i] for i in idx)])
-        result = stage.sample(
-            tiles,
-            _labels([label] * len(idx)),
-            aug_level=aug_level,
-            seed=seed,
-            image_indices=idx,
-            settings=settings,
-            verbose=verbose,
-        )
+        result = _sample(stage, tiles, [label] * len(idx), idx, aug_level, seed, settings, verbose)
         for i, r in zip(idx, result):
             y, x = corners[i][0] * factor, corners[i][1] * factor
             total[y : y + stage.image_size, x : x + stage.image_size] += window * r
