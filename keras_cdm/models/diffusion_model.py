@@ -614,16 +614,20 @@ class DiffusionModel(keras.Model):
         A `keras_cdm.data.StageDataset` shuffles itself (deterministically,
         per seed), so Keras's own batch shuffling is off for it by default.
         """
-        self._check_inputs(x, y)
-        if isinstance(x, keras.utils.PyDataset) and hasattr(x, "element_spec") and not args:
-            kwargs.setdefault("shuffle", False)
-        callbacks = list(callbacks or [])
-        if not any(isinstance(c, training_guard.TrainingGuard) for c in callbacks):
-            callbacks.insert(0, training_guard.TrainingGuard())
         # Ctrl-C raises KeyboardInterrupt at the next batch boundary: raised
-        # mid-step it can be lost (keras_cdm.utils.interrupts). A caller's own
-        # SIGINT handler (the recipes') is left in place.
+        # mid-step it can be lost (keras_cdm.utils.interrupts), and so can one
+        # raised while the inputs are checked (they may touch device arrays),
+        # so the handler is in place first. A caller's own SIGINT handler (the
+        # recipes') is left in place.
         with interrupts.SignalStop(only_default=True) as stop:
+            self._check_inputs(x, y)
+            if stop.received is not None:
+                raise KeyboardInterrupt
+            if isinstance(x, keras.utils.PyDataset) and hasattr(x, "element_spec") and not args:
+                kwargs.setdefault("shuffle", False)
+            callbacks = list(callbacks or [])
+            if not any(isinstance(c, training_guard.TrainingGuard) for c in callbacks):
+                callbacks.insert(0, training_guard.TrainingGuard())
             if stop.active:
                 callbacks.insert(0, interrupts.StopOnSignal(stop, "raise"))
             with keep_variables_on_failure(self):
