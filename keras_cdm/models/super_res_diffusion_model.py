@@ -140,6 +140,14 @@ class SuperResDiffusionModel(DiffusionModel):
     def low_res_size(self):
         return self.network.low_res_size
 
+    @property
+    def low_res_size_step(self):
+        """What a low-resolution size must be a multiple of for this stage
+        to run at it (`with_low_res_size`): every level of its U-Net whole."""
+        levels = 2 ** (len(self.network.get_config()["channel_mult"]) - 1)
+        factor = self.image_size // self.low_res_size
+        return levels // math.gcd(levels, factor)
+
     def with_low_res_size(self, low_res_size):
         """This stage, with its weights, in a network built for
         `low_res_size` inputs (outputs `low_res_size * factor`).
@@ -167,11 +175,10 @@ class SuperResDiffusionModel(DiffusionModel):
         config = self.network.get_config()
         levels = len(config["channel_mult"])
         image_size = low_res_size * factor
-        if image_size % 2 ** (levels - 1):
-            step = 2 ** (levels - 1) // math.gcd(2 ** (levels - 1), factor)
+        if low_res_size % self.low_res_size_step:
             raise ValueError(
                 f"This stage's U-Net has {levels} levels, so its low-resolution size must be "
-                f"a multiple of {step}. Received: low_res_size={low_res_size}"
+                f"a multiple of {self.low_res_size_step}. Received: low_res_size={low_res_size}"
             )
         # Attention stays at the same levels of the U-Net.
         config["attention_resolutions"] = tuple(

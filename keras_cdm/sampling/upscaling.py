@@ -17,8 +17,6 @@ convolutional, so it can run on other sizes in two ways:
 images (`python tools/upscale_quality.py`).
 """
 
-import math
-
 import numpy as np
 
 from keras_cdm.models.super_res_diffusion_model import SuperResDiffusionModel
@@ -27,15 +25,6 @@ from keras_cdm.utils.seeds import derive_seed
 from keras_cdm.utils.validation import check_positive_int
 
 MODES = ("whole", "tiles")
-
-
-def size_step(stage):
-    """The multiple that a low-resolution size must be for `stage` to run
-    at it in `"whole"` mode (its U-Net's levels must stay whole)."""
-    config = stage.network.get_config()
-    levels = 2 ** (len(config["channel_mult"]) - 1)
-    factor = stage.image_size // stage.low_res_size
-    return levels // math.gcd(levels, factor)
 
 
 def _pad_to(image, height, width):
@@ -190,7 +179,7 @@ def _sample(stage, low_res, labels, indices, aug_level, seed, settings, verbose)
 
 def _upscale_whole(stage, images, labels, aug_level, seed, settings, batch_size, verbose):
     factor = stage.image_size // stage.low_res_size
-    step = size_step(stage)
+    step = stage.low_res_size_step
     sizes = _Sizes(stage)
     side = [step * -(-max(image.shape[:2]) // step) for image in images]
     for i, s in enumerate(side):
