@@ -60,7 +60,7 @@ def main(argv):
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
         print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-rs", "--durations=10", *extra],
+            [sys.executable, "-m", "pytest", "-q", "-rfE", "--durations=10", *extra],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -73,7 +73,9 @@ def stage_step(model, sampler, batch):
         }
     keys = ops.convert_to_tensor(image_keys(0, range(batch), 2), "int32")
     step = ops.convert_to_tensor(5, "int32")
-    return lambda: stage._step(x, step, labels, conditioning, keys)
+    first = ops.convert_to_tensor(0.0, "float32")
+    state = stage.solver.initial_state(x)
+    return lambda: stage._step(x, step, first, labels, conditioning, state, keys)[0]
 
 
 def measure(batch, size, repeats, network=None):
