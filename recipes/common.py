@@ -217,48 +217,78 @@ def parse_args(stage, argv=None):
     return args
 
 
-def add_sampling_flags(p, num_steps=None, sampler=("ddpm",), spacing=("uniform",)):
+# What a stage without recorded sampler settings samples with, unless the
+# flags say otherwise (`SamplerSettings`' defaults).
+SAMPLING_DEFAULTS = {"num_steps": None, "sampler": "ddpm", "spacing": "uniform"}
+
+
+def add_sampling_flags(p, **defaults):
     """The sampling flags of `sample_cascade.py`, `upscale.py` and
-    `tools/sweep_aug_levels.py` (with these defaults): each takes one value
-    for every stage or one value per stage."""
+    `tools/sweep_aug_levels.py`: each takes one value for every stage or one
+    value per stage. Unset, a stage samples with its own recorded settings
+    (a distilled student's `sampler_settings`), else with `defaults` (over
+    `SAMPLING_DEFAULTS`), which the help shows; `stage_settings_from_flags`
+    resolves them."""
+    shown = dict(SAMPLING_DEFAULTS, **defaults)
+    unset = "unset: the stage's recorded settings, else "
     p.add_argument(
         "--num_steps",
         type=POSITIVE_INT,
         nargs="+",
-        default=num_steps,
-        help="respaced steps: one for all stages or one per stage (unset: all T)",
+        default=None,
+        help="respaced steps: one for all stages or one per stage "
+        f"({unset}{shown['num_steps'] or 'all T'})",
     )
     p.add_argument(
         "--sampler",
         nargs="+",
-        default=list(sampler),
+        default=None,
         choices=list(keras_cdm.diffusion.solver_names()),
         help="a registered solver (keras_cdm.diffusion.solvers): one for all stages or one "
-        "per stage",
+        f"per stage ({unset}{shown['sampler']})",
     )
     p.add_argument(
         "--guidance_scale",
         type=_Validated(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
         nargs="+",
-        default=[1.0],
+        default=None,
         help="classifier-free guidance, one for all stages or one per stage "
-        "(e.g. 3 1: guide the base stage only); >1 needs a stage trained with label dropout",
+        "(e.g. 3 1: guide the base stage only); >1 needs a stage trained with label dropout "
+        f"({unset}1)",
     )
     p.add_argument(
         "--eta",
         type=_Validated(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
         nargs="+",
-        default=[0.0],
-        help="DDIM eta, one for all stages or one per stage",
+        default=None,
+        help=f"DDIM eta, one for all stages or one per stage ({unset}0)",
     )
     p.add_argument(
         "--spacing",
         nargs="+",
-        default=list(spacing),
+        default=None,
         choices=list(keras_cdm.models.reverse_process.SPACINGS),
-        help="which timesteps --num_steps visits: uniform or quadratic (dense at low noise), "
-        "one for all stages or one per stage",
+        help="which timesteps --num_steps visits: uniform, quadratic (dense at low noise) or "
+        "trailing (a distilled student's grid), one for all stages or one per stage "
+        f"({unset}{shown['spacing']})",
     )
+    p.set_defaults(_sampling_defaults=shown)
+
+
+def stage_settings_from_flags(args, stages):
+    """One `SamplerSettings` per loaded stage from `add_sampling_flags`'
+    flags: the values given; the rest from the stage's recorded settings,
+    else from the recipe's defaults."""
+    given = sampling_kwargs(args, len(stages))
+    out = []
+    for k, stage in enumerate(stages):
+        base = stage.sampler_settings or keras_cdm.models.SamplerSettings(**args._sampling_defaults)
+        fields = {name: v[k] for name, v in given.items() if v is not None}
+        try:
+            out.append(keras_cdm.models.SamplerSettings.resolve(base, **fields))
+        except ValueError as e:
+            raise FlagError(str(e)) from None
+    return out
 
 
 def per_stage_flag(name, values, num_stages):

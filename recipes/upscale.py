@@ -256,12 +256,12 @@ def main(argv=None):
     p.add_argument("--batch_size", type=common.POSITIVE_INT, default=16)
     p.add_argument("--seed", type=common.NON_NEGATIVE_INT, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace files already in --out")
-    common.add_sampling_flags(p, num_steps=[20], sampler=["dpm++2m_sde"], spacing=["quadratic"])
+    common.add_sampling_flags(p, num_steps=20, sampler="dpm++2m_sde", spacing="quadratic")
     args = p.parse_args(argv)
     files, folder_labels = list_images(args.inputs)
     n = len(args.stage)
     aug = common.per_stage_flag("--aug_levels", args.aug_levels, n)
-    settings = keras_cdm.models.SamplerSettings.per_stage(n, **common.sampling_kwargs(args, n))
+    common.sampling_kwargs(args, n)  # FlagError: one value or one per stage
     names = [os.path.splitext(os.path.basename(f))[0] + ".png" for f in files]
     targets = [os.path.join(args.out, name) for name in names + ["comparison.png"]]
     existing = [t for t in targets if os.path.exists(t)]
@@ -271,6 +271,7 @@ def main(argv=None):
             "--overwrite to replace them, or another --out."
         )
     stages = load_stages(args.stage)
+    settings = common.stage_settings_from_flags(args, stages)
     labels = resolve_labels(args, stages, files, folder_labels)
     for k, (stage, s) in enumerate(zip(stages, aug)):
         if s > stage.low_res_diffusion.num_timesteps:

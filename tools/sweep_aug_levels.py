@@ -28,15 +28,14 @@ def main(argv=None):
     p.add_argument(
         "--levels", type=common.NON_NEGATIVE_INT, nargs="+", default=[0, 100, 250, 500, 1000]
     )
-    common.add_sampling_flags(p)
-    p.set_defaults(num_steps=[100])
+    common.add_sampling_flags(p, num_steps=100)
     p.add_argument("--num_images", type=common.POSITIVE_INT, default=40)
     p.add_argument("--seed", type=common.NON_NEGATIVE_INT, default=0)
     p.add_argument("--output_dir", default="runs/sweep")
     args = p.parse_args(argv)
-    cascade = keras_cdm.CascadeSampler(
-        args.stages, **common.sampling_kwargs(args, len(args.stages))
-    )
+    stages = [keras_cdm.models.resolve_stage(s) for s in args.stages]
+    settings = common.stage_settings_from_flags(args, stages)
+    cascade = keras_cdm.CascadeSampler(stages, settings=settings)
     labels = np.arange(args.num_images) % cascade.num_classes
     results = cascade.sweep_aug_levels(args.levels, labels=labels, seed=args.seed)
     os.makedirs(args.output_dir, exist_ok=True)

@@ -91,3 +91,27 @@ def quadratic_timesteps(start, end, count):
     for i in range(1, count):  # distinct, increasing
         steps[i] = max(steps[i], steps[i - 1] + 1)
     return np.minimum(steps, end - (count - 1 - np.arange(count)))
+
+
+def trailing_timesteps(num_timesteps, count):
+    """`count` evenly spaced timesteps that end at the last one: step `k` of
+    `count` (k = 1..count) is `round(k T / count) - 1` (diffusers'
+    "trailing" spacing).
+
+    The grid of `2n` steps holds the grid of `n` (its even entries), which
+    is what progressive distillation needs: a student of `n` steps learns
+    two teacher steps in one (`keras_cdm.models.ProgressiveDistillation`).
+    Its last step from the least noisy entry goes to the clean image.
+
+    Example:
+
+    >>> keras_cdm.diffusion.respacing.trailing_timesteps(1000, 4)
+    array([249, 499, 749, 999])
+    >>> keras_cdm.diffusion.respacing.trailing_timesteps(1000, 8)[1::2]
+    array([249, 499, 749, 999])
+    """
+    _check_count(count, num_timesteps)
+    k = np.arange(1, count + 1, dtype=np.int64)
+    # round(k T / count) with ties up, in integers: the same for (k, count)
+    # and (2k, 2 count), so the grids nest exactly.
+    return (2 * k * num_timesteps + count) // (2 * count) - 1

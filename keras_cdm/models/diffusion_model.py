@@ -6,9 +6,6 @@ import numpy as np
 from keras import ops
 
 from keras_cdm.backend import fused_moving_average
-from keras_cdm.backend import keep_variables_on_failure
-from keras_cdm.backend import multi_step_function
-from keras_cdm.backend import portable_compile_config
 from keras_cdm.backend import random_normal
 from keras_cdm.backend import random_uniform
 from keras_cdm.backend import replica_context
@@ -20,7 +17,6 @@ from keras_cdm.models.reverse_process import SamplerSettings
 from keras_cdm.models.reverse_process import StageSampler
 from keras_cdm.models.reverse_process import variational_bound_bpd
 from keras_cdm.networks.unet import UNet
-from keras_cdm.utils import interrupts
 from keras_cdm.utils.seeds import check_seed
 from keras_cdm.utils.validation import check_positive_int
 
@@ -40,7 +36,7 @@ class _PerExampleLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_cdm")
-class DiffusionModel(keras.Model):
+class DiffusionModel(training_guard.GuardedFit, keras.Model):
     """A class-conditional diffusion stage trained with `fit` (CDM's base model).
 
     Owns a `keras_cdm.UNet`, a `keras_cdm.GaussianDiffusion`, a non-trainable
@@ -68,6 +64,12 @@ class DiffusionModel(keras.Model):
             stage; `sample` and the recipes then take names as labels and
             show them in grids and errors. The recipes set them from the
             data set's.
+        sampler_settings: `keras_cdm.models.SamplerSettings`, its config
+            dict, or None. How this stage samples when the caller does not
+            say (`sample`, `CascadeSampler`, `sample_cascade.py`); set on a
+            distilled student, which only samples well on the grid it was
+            trained for (`keras_cdm.models.ProgressiveDistillation`). `None`:
+            `SamplerSettings()`'s defaults.
 
     The EMA is updated at the start of each training step from the weights
     that step sees, so it trails the raw weights by one optimizer update;
@@ -114,6 +116,7 @@ class DiffusionModel(keras.Model):
         vb_weight=0.001,
         seed=None,
         class_names=None,
+        sampler_settings=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -165,6 +168,9 @@ class DiffusionModel(keras.Model):
                     f"one per class of the network. Received: class_names={class_names!r}"
                 )
         self.class_names = class_names
+        self.sampler_settings = (
+            None if sampler_settings is None else SamplerSettings.resolve(sampler_settings)
+        )
         self.network = network
         self.diffusion = diffusion
         self.ema_decay = ema_decay
@@ -299,6 +305,9 @@ class DiffusionModel(keras.Model):
             "vb_weight": self.vb_weight,
             "seed": self.seed,
             "class_names": None if self.class_names is None else list(self.class_names),
+            "sampler_settings": None
+            if self.sampler_settings is None
+            else self.sampler_settings.get_config(),
         }
 
     @classmethod
@@ -309,10 +318,6 @@ class DiffusionModel(keras.Model):
 
     def build(self, input_shape=None):
         self.built = True
-
-    def compile_from_config(self, config):
-        # A loaded stage compiles as suits the backend it is loaded in.
-        super().compile_from_config(portable_compile_config(config))
 
     def save_own_variables(self, store):
         super().save_own_variables(store)
@@ -603,72 +608,6 @@ class DiffusionModel(keras.Model):
         elif x is not None and not isinstance(x, keras.utils.PyDataset):
             self._check_batch_arrays(x, y)
 
-    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
-        """`keras.Model.fit`, with the input checks and `TrainingGuard` above.
-
-        Ctrl-C (SIGINT) raises `KeyboardInterrupt` at the end of the batch
-        that is running, with the weights, EMA and optimizer of the last
-        finished step in the model (on every backend), so a caller can save
-        them.
-
-        A `keras_cdm.data.StageDataset` shuffles itself (deterministically,
-        per seed), so Keras's own batch shuffling is off for it by default.
-        """
-        # Ctrl-C raises KeyboardInterrupt at the next batch boundary: raised
-        # mid-step it can be lost (keras_cdm.utils.interrupts), and so can one
-        # raised while the inputs are checked (they may touch device arrays),
-        # so the handler is in place first. A caller's own SIGINT handler (the
-        # recipes') is left in place.
-        with interrupts.SignalStop(only_default=True) as stop:
-            self._check_inputs(x, y)
-            if stop.received is not None:
-                raise KeyboardInterrupt
-            if isinstance(x, keras.utils.PyDataset) and hasattr(x, "element_spec") and not args:
-                kwargs.setdefault("shuffle", False)
-            callbacks = list(callbacks or [])
-            if not any(isinstance(c, training_guard.TrainingGuard) for c in callbacks):
-                callbacks.insert(0, training_guard.TrainingGuard())
-            if stop.active:
-                callbacks.insert(0, interrupts.StopOnSignal(stop, "raise"))
-            with keep_variables_on_failure(self):
-                history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
-            if stop.received is not None:  # after the last batch: still not lost
-                raise KeyboardInterrupt
-        return history
-
-    def _multi_step_or_keras(self, kind, force, keras_make):
-        # `steps_per_execution` on PyTorch too (Keras refuses it there).
-        name = f"{kind}_function"
-        if getattr(self, name) is None or force:
-            setattr(self, name, multi_step_function(self, kind))
-        if getattr(self, name) is None:
-            return keras_make(force=True)
-        return getattr(self, name)
-
-    def make_train_function(self, force=False):
-        return self._multi_step_or_keras("train", force, super().make_train_function)
-
-    def make_test_function(self, force=False):
-        return self._multi_step_or_keras("test", force, super().make_test_function)
-
-    def evaluate(self, x=None, y=None, *args, seed=0, **kwargs):
-        """`keras.Model.evaluate` of the training objective, reproducible per `seed`.
-
-        Reports `loss`, `mse` and `vb` (see the class docstring) with `t`
-        and noise drawn from `seed`; the model's training RNG state is
-        restored afterwards, so evaluating does not change later training.
-        """
-        self._check_inputs(x, y)
-        training_state = ops.copy(self.seed_generator.state.value)
-        self.seed_generator.state.assign(
-            np.array([check_seed(seed) % (2**31 - 1), 0], dtype=self.seed_generator.state.dtype)
-        )
-        try:
-            with keep_variables_on_failure(self):
-                return super().evaluate(x, y, *args, **kwargs)
-        finally:
-            self.seed_generator.state.assign(training_state)
-
     def predict(self, x, *args, **kwargs):
         """The network's output (ε, or v, and the variance channels) for a
         dict of network inputs (`"x_t"`, `"t"`, `"labels"`; an SR stage also
@@ -759,9 +698,17 @@ class DiffusionModel(keras.Model):
             )
         return labels.astype("int32")
 
+    def resolve_settings(self, settings=None, **kwargs):
+        """`settings` (None: this stage's `sampler_settings`, else the
+        defaults) with `kwargs` replacing fields, as a `SamplerSettings`."""
+        if settings is None:
+            settings = self.sampler_settings
+        return SamplerSettings.resolve(settings, **kwargs)
+
     def stage_sampler(self, settings=None, stop_at=0):
-        """The compiled `StageSampler` for these settings (cached)."""
-        settings = SamplerSettings.resolve(settings)
+        """The compiled `StageSampler` for these settings (cached; None:
+        this stage's `sampler_settings`)."""
+        settings = self.resolve_settings(settings)
         key = (settings, stop_at)
         if key not in self._samplers:
             self._samplers[key] = StageSampler(self, settings, stop_at)
@@ -789,7 +736,8 @@ class DiffusionModel(keras.Model):
             seed: int or None. Seed of the initial noise and every step
                 (`None`: a fresh random seed). Image `i` draws from its own
                 stream, so it does not depend on the batch it is in.
-            settings: `keras_cdm.models.SamplerSettings` (or its config).
+            settings: `keras_cdm.models.SamplerSettings` (or its config;
+                None: the stage's `sampler_settings`, else the defaults).
             stop_at: int. Stop the reverse process at level `s` (paper's
                 1-indexed convention) and return `z_s` (truncated cascade);
                 `0` runs to the end.
@@ -818,7 +766,7 @@ class DiffusionModel(keras.Model):
                     f"{key} and labels must have the same batch size. Received: "
                     f"{len(value)} and {len(labels)}"
                 )
-        stage = self.stage_sampler(SamplerSettings.resolve(settings, **kwargs), stop_at)
+        stage = self.stage_sampler(self.resolve_settings(settings, **kwargs), stop_at)
         return stage.run(labels, conditioning, seed, image_indices, noise=noise, verbose=verbose)
 
     def compute_bpd(self, images, labels=None, use_ema=True, seed=0, verbose=False):

@@ -19,7 +19,7 @@ from keras_cdm.utils.seeds import image_keys
 from keras_cdm.utils.validation import check_positive_int
 from keras_cdm.utils.validation import per_stage
 
-SPACINGS = ("uniform", "quadratic")
+SPACINGS = ("uniform", "quadratic", "trailing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +40,12 @@ class SamplerSettings:
             disables it. Needs a stage trained with `label_dropout > 0`.
         use_ema: bool. Sample with the EMA weights. Defaults to `True`.
         spacing: str. Which `num_steps` of the `T` steps are visited:
-            `"uniform"` (evenly spaced, the default) or `"quadratic"` (dense
-            at low noise, sparse at high noise; DDIM's "quad"). With few
-            steps, quadratic spacing gave the released CIFAR-10 base a much
-            lower FID (docs/RESULTS.md).
+            `"uniform"` (evenly spaced, the default), `"quadratic"` (dense
+            at low noise, sparse at high noise; DDIM's "quad") or
+            `"trailing"` (evenly spaced and ending at `T - 1`, the grid of
+            distilled students; `keras_cdm.diffusion.respacing.
+            trailing_timesteps`). With few steps, quadratic spacing gave the
+            released CIFAR-10 base a much lower FID (docs/RESULTS.md).
 
     Example:
 
@@ -121,14 +123,24 @@ def truncated_timesteps(num_timesteps, num_steps, stop_at, spacing="uniform"):
     `T - 1` down to `s - 1`, the 0-indexed step whose sample is z_s, and the
     process stops there; with `s = 0` they include step 0 and the process runs
     to z_0. `spacing`: `"uniform"` (evenly spaced, Improved DDPM's
-    respacing) or `"quadratic"` (dense at low noise,
-    `keras_cdm.diffusion.respacing.quadratic_timesteps`).
+    respacing), `"quadratic"` (dense at low noise,
+    `keras_cdm.diffusion.respacing.quadratic_timesteps`) or `"trailing"`
+    (`keras_cdm.diffusion.respacing.trailing_timesteps`; `stop_at = 0` only).
     """
     from keras_cdm.diffusion.respacing import quadratic_timesteps
     from keras_cdm.diffusion.respacing import space_timesteps
+    from keras_cdm.diffusion.respacing import trailing_timesteps
 
     if spacing not in SPACINGS:
         raise ValueError(f"`spacing` must be one of {SPACINGS}. Received: spacing={spacing!r}")
+    if spacing == "trailing":
+        if stop_at:
+            raise ValueError(
+                "The trailing spacing is a distilled student's grid, which runs to the clean "
+                "image; a truncated reverse process (stop_at > 0) takes 'uniform' or "
+                f"'quadratic' spacing. Received: stop_at={stop_at}"
+            )
+        return trailing_timesteps(num_timesteps, num_steps or num_timesteps)
     if stop_at == 0:
         if spacing == "quadratic":
             return quadratic_timesteps(0, num_timesteps - 1, num_steps or num_timesteps)
@@ -139,6 +151,24 @@ def truncated_timesteps(num_timesteps, num_steps, stop_at, spacing="uniform"):
     if spacing == "quadratic":
         return quadratic_timesteps(start, num_timesteps - 1, count)
     return np.unique(np.round(np.linspace(start, num_timesteps - 1, count)).astype(np.int64))
+
+
+def guided_output(network, inputs, guidance_scale):
+    """The network's output for `inputs` (a dict of network inputs), with
+    classifier-free guidance of weight `guidance_scale` on the mean channels
+    (`1`: one plain call): `uncond + w (cond - uncond)`, the unconditional
+    output from the null label (`network.num_classes`), in one doubled batch.
+    The variance channels, if any, are the conditional call's."""
+    if guidance_scale == 1.0:
+        return network(inputs, training=False)
+    doubled = {k: ops.concatenate([v, v], axis=0) for k, v in inputs.items()}
+    null = ops.full(ops.shape(inputs["labels"]), network.num_classes, dtype="int32")
+    doubled["labels"] = ops.concatenate([inputs["labels"], null], axis=0)
+    out = ops.cast(network(doubled, training=False), "float32")
+    cond, uncond = ops.split(out, 2, axis=0)
+    c = network.channels
+    guided = uncond[..., :c] + guidance_scale * (cond[..., :c] - uncond[..., :c])
+    return ops.concatenate([guided, cond[..., c:]], axis=-1)
 
 
 class StageSampler:
@@ -201,16 +231,7 @@ class StageSampler:
         return self.diffusion.num_timesteps - self.last_index
 
     def _model_output(self, inputs):
-        if self.guidance_scale == 1.0:
-            return self.network(inputs, training=False)
-        doubled = {k: ops.concatenate([v, v], axis=0) for k, v in inputs.items()}
-        null = ops.full(ops.shape(inputs["labels"]), self.model.num_classes, dtype="int32")
-        doubled["labels"] = ops.concatenate([inputs["labels"], null], axis=0)
-        out = ops.cast(self.network(doubled, training=False), "float32")
-        cond, uncond = ops.split(out, 2, axis=0)
-        c = self.model.channels
-        guided = uncond[..., :c] + self.guidance_scale * (cond[..., :c] - uncond[..., :c])
-        return ops.concatenate([guided, cond[..., c:]], axis=-1)
+        return guided_output(self.network, inputs, self.guidance_scale)
 
     @property
     def draws_noise(self):

@@ -14,6 +14,14 @@ error still names the flagged step (the first one, if several were).
 """
 
 import keras
+import numpy as np
+from keras import ops
+
+from keras_cdm.backend import keep_variables_on_failure
+from keras_cdm.backend import multi_step_function
+from keras_cdm.backend import portable_compile_config
+from keras_cdm.utils import interrupts
+from keras_cdm.utils.seeds import check_seed
 
 # Bits of the `bad_input` metric written by `DiffusionModel.compute_loss`.
 BAD_LABELS = 1
@@ -127,3 +135,86 @@ class TrainingGuard(keras.callbacks.Callback):
 
     def on_test_end(self, logs=None):
         self.on_epoch_end(0, logs)
+
+
+class GuardedFit:
+    """What every keras_cdm model that trains with `fit` shares (a mixin in
+    front of `keras.Model`): `fit` checks its inputs before anything is
+    compiled (the model's `_check_inputs(x, y)`), runs `TrainingGuard`,
+    turns Ctrl-C into `KeyboardInterrupt` at a step boundary and leaves the
+    model usable after a failure; `evaluate` draws from `seed` (the model's
+    `seed_generator`); `steps_per_execution` works on every backend; a
+    loaded model compiles as suits the backend it is loaded in.
+    """
+
+    def _check_inputs(self, x, y):
+        pass
+
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`, with the input checks (`_check_inputs`) and `TrainingGuard`.
+
+        Ctrl-C (SIGINT) raises `KeyboardInterrupt` at the end of the batch
+        that is running, with the weights, EMA and optimizer of the last
+        finished step in the model (on every backend), so a caller can save
+        them.
+
+        A `keras_cdm.data.StageDataset` shuffles itself (deterministically,
+        per seed), so Keras's own batch shuffling is off for it by default.
+        """
+        # Ctrl-C raises KeyboardInterrupt at the next batch boundary: raised
+        # mid-step it can be lost (keras_cdm.utils.interrupts), and so can one
+        # raised while the inputs are checked (they may touch device arrays),
+        # so the handler is in place first. A caller's own SIGINT handler (the
+        # recipes') is left in place.
+        with interrupts.SignalStop(only_default=True) as stop:
+            self._check_inputs(x, y)
+            if stop.received is not None:
+                raise KeyboardInterrupt
+            if isinstance(x, keras.utils.PyDataset) and hasattr(x, "element_spec") and not args:
+                kwargs.setdefault("shuffle", False)
+            callbacks = list(callbacks or [])
+            if not any(isinstance(c, TrainingGuard) for c in callbacks):
+                callbacks.insert(0, TrainingGuard())
+            if stop.active:
+                callbacks.insert(0, interrupts.StopOnSignal(stop, "raise"))
+            with keep_variables_on_failure(self):
+                history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+            if stop.received is not None:  # after the last batch: still not lost
+                raise KeyboardInterrupt
+        return history
+
+    def _multi_step_or_keras(self, kind, force, keras_make):
+        # `steps_per_execution` on PyTorch too (Keras refuses it there).
+        name = f"{kind}_function"
+        if getattr(self, name) is None or force:
+            setattr(self, name, multi_step_function(self, kind))
+        if getattr(self, name) is None:
+            return keras_make(force=True)
+        return getattr(self, name)
+
+    def make_train_function(self, force=False):
+        return self._multi_step_or_keras("train", force, super().make_train_function)
+
+    def make_test_function(self, force=False):
+        return self._multi_step_or_keras("test", force, super().make_test_function)
+
+    def evaluate(self, x=None, y=None, *args, seed=0, **kwargs):
+        """`keras.Model.evaluate` of the training objective, reproducible per `seed`.
+
+        Reports `loss`, `mse` and `vb` (see the class docstring) with `t`
+        and noise drawn from `seed`; the model's training RNG state is
+        restored afterwards, so evaluating does not change later training.
+        """
+        self._check_inputs(x, y)
+        training_state = ops.copy(self.seed_generator.state.value)
+        self.seed_generator.state.assign(
+            np.array([check_seed(seed) % (2**31 - 1), 0], dtype=self.seed_generator.state.dtype)
+        )
+        try:
+            with keep_variables_on_failure(self):
+                return super().evaluate(x, y, *args, **kwargs)
+        finally:
+            self.seed_generator.state.assign(training_state)
+
+    def compile_from_config(self, config):
+        super().compile_from_config(portable_compile_config(config))

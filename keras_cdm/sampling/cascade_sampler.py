@@ -6,7 +6,6 @@ from keras_cdm.backend import gather_processes
 from keras_cdm.backend import process_group
 from keras_cdm.models.loading import resolve_stage
 from keras_cdm.models.loading import stage_outline
-from keras_cdm.models.reverse_process import SamplerSettings
 from keras_cdm.models.super_res_diffusion_model import SuperResDiffusionModel
 from keras_cdm.utils.images import to_uint8
 from keras_cdm.utils.seeds import check_seed
@@ -46,18 +45,23 @@ class CascadeSampler:
         mode: str. `"truncated"`: the stage below stops its reverse process at
             `s` and hands `z_s` on; `"non_truncated"`: it runs to `z_0`, then
             `z_s ~ q(z_s | z_0)`. Defaults to `"non_truncated"`.
-        num_steps: int, None or list per stage. Respaced steps (`None`: all).
-        sampler: str or list per stage. `"ddpm"`, `"ddim"`, `"dpm++2m"` or
-            `"dpm++2m_sde"` (see `keras_cdm.models.SamplerSettings`).
+        num_steps: int or list per stage. Respaced steps.
+        sampler: str or list per stage. A registered solver (`"ddpm"`,
+            `"ddim"`, `"dpm++2m_sde"`, ...; see
+            `keras_cdm.models.SamplerSettings`).
         guidance_scale: float or list per stage. `1` disables guidance.
         eta: float or list per stage. DDIM stochasticity.
         clip_denoised: bool or list per stage.
         use_ema: bool or list per stage. Sample with EMA weights.
-        spacing: str or list per stage. `"uniform"` or `"quadratic"`
-            timesteps.
+        spacing: str or list per stage. `"uniform"`, `"quadratic"` or
+            `"trailing"` timesteps.
         verbose: bool. Progress bars per stage.
-        settings: list of `keras_cdm.models.SamplerSettings`, one per stage,
-            instead of the seven arguments above.
+        settings: list of `keras_cdm.models.SamplerSettings` (or None), one
+            per stage, instead of the seven arguments above.
+
+    What is not given (None, also inside a per-stage list) is the stage's
+    own: its `sampler_settings` (a distilled student's step count, solver
+    and grid), else `SamplerSettings`' defaults (all `T` ancestral steps).
 
     Example:
 
@@ -77,12 +81,12 @@ class CascadeSampler:
         aug_levels=0,
         mode="non_truncated",
         num_steps=None,
-        sampler="ddpm",
-        guidance_scale=1.0,
-        eta=0.0,
-        clip_denoised=True,
-        use_ema=True,
-        spacing="uniform",
+        sampler=None,
+        guidance_scale=None,
+        eta=None,
+        clip_denoised=None,
+        use_ema=None,
+        spacing=None,
         verbose=False,
         settings=None,
     ):
@@ -140,8 +144,7 @@ class CascadeSampler:
                         f"was trained with {ref.schedule}/{ref.num_timesteps}."
                     )
         if settings is None:
-            settings = SamplerSettings.per_stage(
-                n,
+            given = dict(
                 num_steps=num_steps,
                 sampler=sampler,
                 guidance_scale=guidance_scale,
@@ -150,7 +153,17 @@ class CascadeSampler:
                 use_ema=use_ema,
                 spacing=spacing,
             )
-        settings = [SamplerSettings.resolve(s) for s in per_stage("settings", settings, n)]
+            columns = {k: per_stage(k, v, n) for k, v in given.items() if v is not None}
+            settings = [
+                stage.resolve_settings(
+                    None, **{k: v[i] for k, v in columns.items() if v[i] is not None}
+                )
+                for i, stage in enumerate(stages)
+            ]
+        settings = [
+            stage.resolve_settings(s)
+            for stage, s in zip(stages, per_stage("settings", settings, n))
+        ]
         for k, (stage, st) in enumerate(zip(stages, settings)):
             g = st.guidance_scale
             if g != 1.0 and stage.label_dropout == 0.0:
