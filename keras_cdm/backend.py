@@ -11,6 +11,7 @@ by measurement (docs/SPEED.md):
 - `local_devices`, `spread_over_devices`, `gather_processes`: a sampling
   batch split over this process's devices, a request over processes.
 - `multi_step_function`: `steps_per_execution` on PyTorch.
+- `no_gradient`: a frozen network's forward pass without autograd (PyTorch).
 - PyTorch fast paths: `fused_group_norm`, `fused_conv2d`,
   `fused_moving_average`; and `prefers_channel_stats_group_norm` (JAX).
 """
@@ -39,6 +40,20 @@ def compile_stateful(fn, read_variables, state_variables):
 
         return run
     raise ValueError(f"Unsupported Keras backend: {backend!r}")
+
+
+def no_gradient():
+    """A context in which the computation records nothing for gradients:
+    `torch.no_grad()` on PyTorch (a frozen teacher's forward pass then
+    costs no autograd graph); elsewhere nothing (`ops.stop_gradient` on
+    the result is enough for JAX and TensorFlow)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def _compile_jax(fn, read_variables, state_variables):

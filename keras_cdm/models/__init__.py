@@ -3,6 +3,7 @@ reverse process."""
 
 from keras_cdm.models import presets
 from keras_cdm.models.diffusion_model import DiffusionModel
+from keras_cdm.models.distillation import ProgressiveDistillation
 from keras_cdm.models.loading import load_stage
 from keras_cdm.models.loading import resolve_stage
 from keras_cdm.models.loading import stage_outline
@@ -13,6 +14,7 @@ from keras_cdm.models.training_guard import TrainingGuard
 
 __all__ = [
     "DiffusionModel",
+    "ProgressiveDistillation",
     "SamplerSettings",
     "StageSampler",
     "SuperResDiffusionModel",
