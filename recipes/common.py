@@ -618,6 +618,41 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def fit_to_step(model, dataset, done, steps, every, callbacks, stop, spe=1, data_name="the data"):
+    """Trains `model` from step `done` to step `steps` in epochs of `every`
+    steps (each ends with a checkpoint among `callbacks`), or until `stop`
+    received a signal; returns the step reached. The input pipeline is
+    deterministic given its seed, so a resumed run skips the batches
+    already consumed and continues on exactly the next one."""
+    while done < steps:
+        # Epochs end on multiples of `every` (checkpoints); a resumed run
+        # whose step is between two first finishes that interval.
+        first = min(every - done % every, steps - done) if done % every else 0
+        data = dataset.skip(done) if done else dataset
+        # A run resumed from a checkpoint written with another
+        # --steps_per_execution first steps to a multiple of this one.
+        set_steps_per_execution(model, spe if first % spe == 0 else 1)
+        if first:
+            model.fit(data, epochs=1, steps_per_epoch=first, callbacks=callbacks, verbose=0)
+        else:
+            model.fit(
+                data,
+                epochs=-(-steps // every),
+                initial_epoch=done // every,
+                steps_per_epoch=every,
+                callbacks=callbacks + [StopAtStep(done, steps)],
+                verbose=0,
+            )
+        if current_step(model) == done:
+            raise RuntimeError(
+                f"Training made no progress at step {done}: the dataset ended early ({data_name})."
+            )
+        done = current_step(model)
+        if stop.received is not None:
+            break
+    return done
+
+
 def grid_low_res(labels, num_classes, size):
     """Low-resolution shapes for an SR stage's sample grid, in [-1, 1]: image
     `i` shows class `labels[i]` (the stage is told the class of the image it
@@ -837,36 +872,9 @@ def _train(stage, argv, stop):
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(output_dir, "tb"), update_freq="epoch")
         )
-    done = start
-    while done < steps:
-        # Epochs end on multiples of `every` (checkpoints); a resumed run
-        # whose step is between two first finishes that interval. The input
-        # pipeline is deterministic given the seed: skipping the batches
-        # already consumed continues on exactly the next batch.
-        first = min(every - done % every, steps - done) if done % every else 0
-        data = dataset.skip(done) if done else dataset
-        # A run resumed from a checkpoint written with another
-        # --steps_per_execution first steps to a multiple of this one.
-        set_steps_per_execution(model, spe if first % spe == 0 else 1)
-        if first:
-            model.fit(data, epochs=1, steps_per_epoch=first, callbacks=callbacks, verbose=0)
-        else:
-            model.fit(
-                data,
-                epochs=-(-steps // every),
-                initial_epoch=done // every,
-                steps_per_epoch=every,
-                callbacks=callbacks + [StopAtStep(done, steps)],
-                verbose=0,
-            )
-        if current_step(model) == done:
-            raise RuntimeError(
-                f"Training made no progress at step {done}: the dataset ended early "
-                f"(--dataset {args.dataset!r})."
-            )
-        done = current_step(model)
-        if stop.received is not None:
-            break
+    done = fit_to_step(
+        model, dataset, start, steps, every, callbacks, stop, spe, f"--dataset {args.dataset!r}"
+    )
     final = os.path.join(output_dir, f"{stage}.keras")
     if stop.received is not None and done < steps:
         if checkpoint.saved_step != done:
