@@ -182,7 +182,7 @@ def test_spacing_flag_takes_one_value_or_one_per_stage(capsys):
     both = common.sampling_kwargs(p.parse_args(["--spacing", "quadratic", "uniform"]), 2)
     assert both["spacing"] == ["quadratic", "uniform"]
     with pytest.raises(common.FlagError, match="--spacing"):
-        common.sampling_kwargs(p.parse_args(["--spacing", "quadratic", "uniform", "linear"]), 2)
+        common.sampling_kwargs(p.parse_args(["--spacing", "quadratic", "uniform", "uniform"]), 2)
     with pytest.raises(SystemExit):
         p.parse_args(["--spacing", "karras"])
     assert "--spacing: invalid choice: 'karras'" in capsys.readouterr().err
