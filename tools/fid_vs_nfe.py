@@ -18,7 +18,9 @@ each setting's figures are written when they are done and not redone.
 `--weights_dtype_check DIR32` also scores a float32 copy of the stage (same
 seed) at the first sampler and NFE, to measure what float16 weights cost;
 `--real_floor` scores `num_images` real training images the same way: the
-FID a perfect stage would get with this many samples.
+FID a perfect stage would get with this many samples. `--students DIR ...`
+adds a `distilled` row: each distilled student of the stage
+(`recipes/distill.py`) at its recorded settings, its steps as the NFE.
 """
 
 import argparse
@@ -37,7 +39,13 @@ import keras_cdm  # noqa: E402
 from keras_cdm import evaluation as ev  # noqa: E402
 from keras_cdm.utils.images import to_uint8  # noqa: E402
 
-COLOURS = {"ddpm": "#1f77b4", "ddim": "#ff7f0e", "dpm++2m": "#2ca02c", "dpm++2m_sde": "#d62728"}
+COLOURS = {
+    "ddpm": "#1f77b4",
+    "ddim": "#ff7f0e",
+    "dpm++2m": "#2ca02c",
+    "dpm++2m_sde": "#d62728",
+    "distilled": "#9467bd",
+}
 
 
 def row_label(sampler, spacing):
@@ -171,6 +179,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights_dtype_check", default=None, help="a float32 copy of the stage")
     p.add_argument("--real_floor", action="store_true", help="also score real train images")
+    p.add_argument(
+        "--students",
+        nargs="+",
+        default=[],
+        help="distilled students of the stage (preset directories), each at its recorded "
+        "settings: a 'distilled' row",
+    )
     p.add_argument("--out", default="results/fid_vs_nfe")
     args = p.parse_args(argv)
     import evaluate  # recipes/evaluate.py
@@ -195,15 +210,28 @@ def main(argv=None):
     runs = [(s, sp, n, args.stage) for n in args.nfe for sp in args.spacings for s in args.samplers]
     if args.weights_dtype_check:
         runs.append((args.samplers[0], args.spacings[0], args.nfe[0], args.weights_dtype_check))
+    students = {}
+    for student in args.students:
+        settings = keras_cdm.CascadeSampler([student]).settings[0]
+        if not settings.num_steps:
+            raise SystemExit(f"error: {student!r} records no sampler settings: not a student")
+        students[settings.num_steps] = student
+        runs.append(("distilled", None, settings.num_steps, student))
     for sampler, spacing, nfe, stage_path in runs:
-        key = f"{row_label(sampler, spacing)}@{nfe}"
-        key += "" if stage_path == args.stage else "@float32"
+        if sampler == "distilled":
+            key = f"distilled@{nfe}"
+        else:
+            key = f"{row_label(sampler, spacing)}@{nfe}"
+            key += "" if stage_path == args.stage else "@float32"
         if key in results:
             continue
         start = time.time()
-        sampling = keras_cdm.CascadeSampler(
-            [stage_path], num_steps=nfe, sampler=sampler, spacing=spacing
-        )
+        if sampler == "distilled":  # its own steps, solver and grid
+            sampling = keras_cdm.CascadeSampler([stage_path])
+        else:
+            sampling = keras_cdm.CascadeSampler(
+                [stage_path], num_steps=nfe, sampler=sampler, spacing=spacing
+            )
         images = sampling.sample(labels, seed=args.seed, batch_size=args.batch_size)
         results[key] = dict(
             score(extractor, enlarge(to_uint8(images), size), labels, real),
@@ -238,12 +266,14 @@ def main(argv=None):
         for s in keras_cdm.diffusion.solver_names()
         if s in args.samplers
     ]
-    table = write_table(args.out, results, samplers, sorted(args.nfe), meta)
+    nfes = sorted(set(args.nfe) | set(students))
+    samplers += ["distilled"] if students else []
+    table = write_table(args.out, results, samplers, nfes, meta)
     svg = write_svg(
         os.path.join(args.out, "fid_vs_nfe.svg"),
         results,
         samplers,
-        sorted(args.nfe),
+        nfes,
         f"FID vs NFE, {os.path.basename(os.path.normpath(args.stage))}",
     )
     print(table)

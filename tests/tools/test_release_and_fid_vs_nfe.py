@@ -109,6 +109,13 @@ def test_fid_vs_nfe_scores_each_setting_once_and_writes_table_and_plot(tmp_path)
     assert open(os.path.join(out, "fid_vs_nfe.svg")).read().count("stroke-dasharray") == 2
     with pytest.raises(SystemExit):
         fid_vs_nfe.main(argv + ["--samplers", "euler"])
+    # A distilled student: a row of its own, at its recorded steps.
+    teacher = keras_cdm.DiffusionModel.from_preset(release)
+    student = keras_cdm.models.ProgressiveDistillation(teacher, 2).student
+    folder = student.save_to_preset(str(tmp_path / "student_2"), weights="ema")
+    distilled = fid_vs_nfe.main(argv + ["--students", folder])
+    assert distilled["distilled@2"]["num_samples"] == 20 and "distilled@3" not in distilled
+    assert "| distilled | " in open(os.path.join(out, "fid_vs_nfe.md")).read()
 
 
 def test_sr_conditioning_check_reports_both_measurements(tmp_path):
