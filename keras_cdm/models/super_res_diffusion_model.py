@@ -148,6 +148,17 @@ class SuperResDiffusionModel(DiffusionModel):
         factor = self.image_size // self.low_res_size
         return levels // math.gcd(levels, factor)
 
+    def attention_resolutions_at(self, image_size):
+        """The resolutions this stage's U-Net attends at when rebuilt for
+        `image_size` outputs: attention stays at the same levels."""
+        levels = len(self.network.get_config()["channel_mult"])
+        attended = self.network.get_config()["attention_resolutions"]
+        return tuple(
+            image_size // 2**level
+            for level in range(levels)
+            if self.image_size // 2**level in attended
+        )
+
     def with_low_res_size(self, low_res_size):
         """This stage, with its weights, in a network built for
         `low_res_size` inputs (outputs `low_res_size * factor`).
@@ -180,12 +191,7 @@ class SuperResDiffusionModel(DiffusionModel):
                 f"This stage's U-Net has {levels} levels, so its low-resolution size must be "
                 f"a multiple of {self.low_res_size_step}. Received: low_res_size={low_res_size}"
             )
-        # Attention stays at the same levels of the U-Net.
-        config["attention_resolutions"] = tuple(
-            image_size // 2**level
-            for level in range(levels)
-            if self.image_size // 2**level in config["attention_resolutions"]
-        )
+        config["attention_resolutions"] = self.attention_resolutions_at(image_size)
         config.update(image_size=image_size, low_res_size=low_res_size)
         stage_config = self.get_config()
         stage_config["network"] = self.network.__class__.from_config(config)

@@ -52,14 +52,9 @@ MAX_ATTENTION_TOKENS = 128 * 128  # 1 GiB of float32 scores per image and head
 def attention_tokens(stage, low_res_size):
     """Pixels of the largest self-attention map of `stage` rebuilt for
     `low_res_size` inputs (its middle block attends at the lowest level)."""
-    config = stage.network.get_config()
-    levels = len(config["channel_mult"])
+    levels = len(stage.network.get_config()["channel_mult"])
     image_size = low_res_size * (stage.image_size // stage.low_res_size)
-    attended = [
-        image_size // 2**level
-        for level in range(levels)
-        if stage.image_size // 2**level in config["attention_resolutions"]
-    ] + [image_size // 2 ** (levels - 1)]
+    attended = stage.attention_resolutions_at(image_size) + (image_size // 2 ** (levels - 1),)
     return max(attended) ** 2
 
 
