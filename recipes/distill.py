@@ -301,22 +301,29 @@ def _distill(argv, stop):
             stop,
             data_name=f"--dataset {args.dataset!r}",
         )
+        resume = shlex.join(
+            keras_cdm.backend.launch_prefix(1)
+            + [os.path.relpath(__file__)]
+            + argv
+            + ([] if "--resume" in argv else ["--resume"])
+        )
         if stop.received is not None and done < args.steps_per_round:
             if checkpoint.saved_step != done:
                 checkpoint.on_epoch_end(0, {})
-            resume = argv + ([] if "--resume" in argv else ["--resume"])
             print(
                 f"[keras_cdm] stopped by {stop.name} at step {done} of round {steps}; "
-                f"checkpoint: {checkpoint.path}\n[keras_cdm] resume with: "
-                + shlex.join(
-                    keras_cdm.backend.launch_prefix(1) + [os.path.relpath(__file__)] + resume
-                ),
+                f"checkpoint: {checkpoint.path}\n[keras_cdm] resume with: {resume}",
                 flush=True,
             )
             sys.exit(stop.exit_code)
         finish_round(model, steps, teacher_name, args, argv, time.time() - started, written)
         teacher_path, teacher_name = student_dir, f"student_{steps}"
-        if stop.received is not None:
+        if stop.received is not None and steps != args.final_steps:
+            print(
+                f"[keras_cdm] stopped by {stop.name} after round {steps}\n"
+                f"[keras_cdm] resume with: {resume}",
+                flush=True,
+            )
             sys.exit(stop.exit_code)
     return written
 

@@ -11,6 +11,10 @@ Reading the logs is a device-to-host copy: Keras converts them for callbacks
 once per execution, i.e. every step by default. With
 `compile(steps_per_execution=N)` the flag is read once per N steps and the
 error still names the flagged step (the first one, if several were).
+
+`GuardedFit` is what every keras_cdm model trained with `fit` shares (a
+stage, a distillation round): the input checks before anything compiles,
+this guard, Ctrl-C at a step boundary, `evaluate` per seed.
 """
 
 import keras
@@ -201,9 +205,9 @@ class GuardedFit:
     def evaluate(self, x=None, y=None, *args, seed=0, **kwargs):
         """`keras.Model.evaluate` of the training objective, reproducible per `seed`.
 
-        Reports `loss`, `mse` and `vb` (see the class docstring) with `t`
-        and noise drawn from `seed`; the model's training RNG state is
-        restored afterwards, so evaluating does not change later training.
+        Reports the training loss and its terms (see the class docstring)
+        with `t` and noise drawn from `seed`; the model's training RNG state
+        is restored afterwards, so evaluating does not change later training.
         """
         self._check_inputs(x, y)
         training_state = ops.copy(self.seed_generator.state.value)
