@@ -68,7 +68,7 @@ class CascadeSampler:
     >>> base = keras_cdm.DiffusionModel.from_preset("base16_tiny")
     >>> sr = keras_cdm.SuperResDiffusionModel.from_preset("sr16to32_tiny")
     >>> cascade = keras_cdm.CascadeSampler([base, sr], aug_levels=[100],
-    ...                                    num_steps=[50, 25])
+    ...                                    num_steps=[20, 10])
     >>> images = cascade.sample(labels=[0, 1, 2], seed=0, output="uint8")
 
     References:
