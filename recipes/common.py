@@ -797,14 +797,20 @@ def main(stage, argv=None):
     return cli(lambda: _main(stage, sys.argv[1:]))
 
 
-def _main(stage, argv):
-    stop = SignalStop(
+def recipe_signal_stop():
+    """The recipes' SIGINT/SIGTERM handler: the first signal stops the run
+    after the step that is running (checkpoint, resume command); a second
+    exits at once, leaving the last checkpoint as it is."""
+    return SignalStop(
         (signal.SIGINT, signal.SIGTERM),
         second="exit",
         message="[keras_cdm] {name}: stopping after this step and writing its checkpoint "
         "(send it again to exit at once, leaving the last checkpoint as it is)",
     )
-    with stop:
+
+
+def _main(stage, argv):
+    with recipe_signal_stop() as stop:
         return _train(stage, argv, stop)
 
 

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shlex
-import signal
 import sys
 import time
 
@@ -27,7 +26,6 @@ import common
 import keras
 
 import keras_cdm
-from keras_cdm.utils.interrupts import SignalStop
 from keras_cdm.utils.interrupts import StopOnSignal
 from keras_cdm.utils.progress import TrainingProgress
 
@@ -226,13 +224,7 @@ def main(argv=None):
 
 
 def _main(argv):
-    stop = SignalStop(
-        (signal.SIGINT, signal.SIGTERM),
-        second="exit",
-        message="[keras_cdm] {name}: stopping after this step and writing its checkpoint "
-        "(send it again to exit at once, leaving the last checkpoint as it is)",
-    )
-    with stop:
+    with common.recipe_signal_stop() as stop:
         return _distill(argv, stop)
 
 
