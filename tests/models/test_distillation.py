@@ -83,8 +83,11 @@ def test_a_round_lowers_the_error_and_the_student_samples_as_recorded(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "round.keras")
     assert int(to_numpy(loaded.optimizer.iterations)) == 24
     assert len(loaded.trainable_variables) == len(r.student.network.trainable_variables)
-    again = loaded.evaluate(images, labels, batch_size=8, verbose=0, return_dict=True)["loss"]
-    np.testing.assert_allclose(again, after, rtol=1e-4)
+    if BACKEND == "torch":  # (elsewhere a third compilation: the weights are checked below)
+        again = loaded.evaluate(images, labels, batch_size=8, verbose=0, return_dict=True)
+        np.testing.assert_allclose(again["loss"], after, rtol=1e-4)
+    for a, b in zip(loaded.student.network.weights, r.student.network.weights):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
     # The student is a stage that samples with its recorded settings.
     directory = r.student.save_to_preset(str(tmp_path / "student"), weights="ema")
     student = DiffusionModel.from_preset(directory)
