@@ -82,6 +82,7 @@ POSITIVE_INT = _Validated(int, lambda v: v > 0, "a positive int")
 NON_NEGATIVE_INT = _Validated(int, lambda v: v >= 0, "an int >= 0")
 POSITIVE_FLOAT = _Validated(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 UNIT_INTERVAL = _Validated(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+NON_NEGATIVE_FLOAT = _Validated(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 
 
 def _json_object(text):
@@ -249,7 +250,7 @@ def add_sampling_flags(p, **defaults):
     )
     p.add_argument(
         "--guidance_scale",
-        type=_Validated(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+        type=NON_NEGATIVE_FLOAT,
         nargs="+",
         default=None,
         help="classifier-free guidance, one for all stages or one per stage "
@@ -258,7 +259,7 @@ def add_sampling_flags(p, **defaults):
     )
     p.add_argument(
         "--eta",
-        type=_Validated(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+        type=NON_NEGATIVE_FLOAT,
         nargs="+",
         default=None,
         help=f"DDIM eta, one for all stages or one per stage ({unset}0)",

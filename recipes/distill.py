@@ -83,7 +83,7 @@ def parse_args(argv):
     )
     p.add_argument(
         "--guidance_scale",
-        type=common._Validated(float, lambda v: v >= 0 and v == v, "a number >= 0"),
+        type=common.NON_NEGATIVE_FLOAT,
         default=1.0,
         help="the first teacher's classifier-free guidance, distilled into the students "
         "(1: none; needs a teacher trained with label dropout)",

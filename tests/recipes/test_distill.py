@@ -100,12 +100,18 @@ def test_rounds_resume_after_sigterm_and_students_sample_as_recorded(tmp_path, c
     assert "3 ddim steps" in capsys.readouterr().out
 
 
-def test_flags_are_checked(tmp_path):
+def test_flags_are_checked(tmp_path, capsys):
     distill = importlib.import_module("distill")
     common = importlib.import_module("common")
     teacher = tiny_teacher(tmp_path / "teacher")
     with pytest.raises(SystemExit):
         distill.main([str(teacher), "--teacher_steps", "12", "--final_steps", "4"])
+    assert (
+        "--teacher_steps 12 must be --final_steps 4 times a power of 2" in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        distill.main([str(teacher), "--guidance_scale", "inf"])
+    assert "--guidance_scale: expected a number >= 0" in capsys.readouterr().err
     out = tmp_path / "run"
     distill.main(flags(teacher, out, steps=1)[:-2] + ["--output_dir", str(out)])
     assert sorted(os.listdir(out)) == ["round_2", "round_4", "run.json", "student_2", "student_4"]
