@@ -170,6 +170,19 @@ def open_data(args, stage, batch):
     )
 
 
+def check_teacher_steps(args):
+    """A distilled teacher (recorded trailing-grid steps) is only right on
+    its own grid: --teacher_steps must be its step count."""
+    settings = keras_cdm.models.loading.recorded_sampler_settings(args.teacher) or {}
+    recorded = settings.get("num_steps")
+    if settings.get("spacing") == "trailing" and recorded and recorded != args.teacher_steps:
+        raise common.StageError(
+            f"--teacher_steps {args.teacher_steps}: the teacher {args.teacher!r} is a "
+            f"distilled stage of {recorded} steps (its recorded sampler settings), right "
+            f"only on that grid; pass --teacher_steps {recorded}."
+        )
+
+
 def load_teacher(path):
     try:
         return keras_cdm.models.resolve_stage(path)
@@ -213,7 +226,7 @@ def finish_round(model, steps, teacher_name, args, argv, seconds, out):
     common.write_json(os.path.join(scratch, "distillation.json"), info)
     os.replace(scratch, directory)  # a new round: nothing there (checked by the caller)
     out.append(directory)
-    print(f"[keras_cdm] round done: {directory} ({steps} steps)", flush=True)
+    print(f"[keras_cdm] round done: {directory} ({steps} step{'s' * (steps > 1)})", flush=True)
     return directory
 
 
@@ -243,6 +256,7 @@ def _distill(argv, stop):
             "it, or another --output_dir for a new one (nothing is overwritten)."
         )
     else:
+        check_teacher_steps(args)
         common.write_json(record_path, {"flags": record(args), "argv": argv})
     teacher_path, teacher_name, written = args.teacher, name, []
     for steps in rounds(args):

@@ -151,6 +151,18 @@ class ProgressiveDistillation(training_guard.GuardedFit, keras.Model):
         self.guidance_scale = float(guidance_scale)
         self.mean_type = mean_type
         settings = teacher.sampler_settings
+        if (
+            settings is not None
+            and settings.spacing == "trailing"
+            and settings.num_steps is not None
+            and settings.num_steps != 2 * self.student_steps
+        ):
+            # A distilled teacher is only right on the grid it was trained on.
+            raise ValueError(
+                f"The teacher records {settings.num_steps} trailing steps (a distilled "
+                f"stage is only right on its own grid), so its student has "
+                f"{settings.num_steps // 2} steps. Received: student_steps={student_steps}"
+            )
         self.teacher_clip = True if settings is None else settings.clip_denoised
         grid = trailing_timesteps(T, 2 * self.student_steps)
         self._teacher_diffusion = teacher.diffusion.respace(timesteps=grid)

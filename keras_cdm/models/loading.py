@@ -77,6 +77,29 @@ def resolve_stage(stage):
     return stage
 
 
+def _read_stage_config(path):
+    if os.path.isdir(path):
+        with open(os.path.join(path, "config.json")) as f:
+            return json.load(f)["stage"]
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
+    return None
+
+
+def recorded_sampler_settings(stage):
+    """The `sampler_settings` dict a stage's config records (a `.keras` file
+    or a preset directory), read without loading weights; None when it
+    records none or the config cannot be read (loading then says why)."""
+    if not isinstance(stage, (str, os.PathLike)):
+        return None
+    try:
+        config = _read_stage_config(os.fspath(stage))
+        return config["config"].get("sampler_settings") if config else None
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def stage_outline(stage):
     """`(is SR, image size, low-res size)` of a stage given as a `.keras` file
     or a preset directory, read from its config alone, without loading
@@ -85,15 +108,9 @@ def stage_outline(stage):
     before loading any."""
     if not isinstance(stage, (str, os.PathLike)):
         return None
-    path = os.fspath(stage)
     try:
-        if os.path.isdir(path):
-            with open(os.path.join(path, "config.json")) as f:
-                config = json.load(f)["stage"]
-        elif zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                config = json.loads(archive.read("config.json"))
-        else:
+        config = _read_stage_config(os.fspath(stage))
+        if config is None:
             return None
         network = config["config"]["network"]["config"]
         sr = config["class_name"] == "SuperResDiffusionModel"

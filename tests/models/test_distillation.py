@@ -136,6 +136,11 @@ def test_sr_unconditional_guided_and_refused():
         ProgressiveDistillation(teacher(), 64)
     with pytest.raises(ValueError, match="mean_type"):
         ProgressiveDistillation(teacher(), 2, mean_type="score")
+    # A distilled teacher is right only on its own grid: 4 steps -> student of 2.
+    distilled = ProgressiveDistillation(teacher(), 4).student
+    assert ProgressiveDistillation(distilled, 2).student.sampler_settings.num_steps == 2
+    with pytest.raises(ValueError, match="records 4 trailing steps.*student_steps=4"):
+        ProgressiveDistillation(distilled, 4)
     with pytest.raises(ValueError, match="trailing spacing"):
         SamplerSettings(spacing="trailing")  # fine alone
         keras_cdm.models.reverse_process.truncated_timesteps(64, 4, 10, "trailing")

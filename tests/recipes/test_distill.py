@@ -126,5 +126,9 @@ def test_flags_are_checked(tmp_path, capsys):
         str(out / "student_4"),
         str(out / "student_2"),
     ]
+    # A student distils only from its own step count.
+    with pytest.raises(common.StageError, match="--teacher_steps 8: .* distilled stage of 2 steps"):
+        distill.main(flags(out / "student_2", tmp_path / "from_student", steps=1))
+    assert not os.path.exists(tmp_path / "from_student" / "run.json")
     with pytest.raises(common.StageError, match="not found"):
         distill.main(flags(tmp_path / "nothing", tmp_path / "other", steps=1))
