@@ -1,5 +1,6 @@
 """FID against the number of network calls (NFE) for each sampler, on one
-class-conditional base stage: a table (Markdown + JSON) and a plot (SVG).
+class-conditional base stage or a whole cascade: a table (Markdown + JSON)
+and a plot (SVG).
 
     KERAS_BACKEND=jax python tools/fid_vs_nfe.py weights/cifar10/base16 \\
         --data ../shared/data/cifar10 --extractor runs/eval/classifier.keras \\
@@ -7,6 +8,9 @@ class-conditional base stage: a table (Markdown + JSON) and a plot (SVG).
         --out results/fid_vs_nfe
 
 Every sampler here calls the network once per step, so NFE = `num_steps`.
+Given a cascade (a base stage, then SR stages, with `--aug_levels`, one `s`
+per SR stage, non-truncated), every stage takes the same sampler and steps:
+the NFE is per stage, and the reference is at the last stage's resolution.
 `--spacings uniform quadratic` adds a row per sampler with quadratically
 spaced timesteps (`SAMPLER/quadratic`, dashed in the plot).
 All settings draw the same images' noise (same seed, per-image streams), with
@@ -20,7 +24,9 @@ seed) at the first sampler and NFE, to measure what float16 weights cost;
 `--real_floor` scores `num_images` real training images the same way: the
 FID a perfect stage would get with this many samples. `--students DIR ...`
 adds a `distilled` row: each distilled student of the stage
-(`recipes/distill.py`) at its recorded settings, its steps as the NFE.
+(`recipes/distill.py`) at its recorded settings, its steps as the NFE; for
+a cascade each is `BASE_DIR,SR_DIR,...` (one student per stage, all of the
+same step count).
 """
 
 import argparse
@@ -156,7 +162,18 @@ def write_svg(path, results, samplers, nfes, title):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", help="a base stage: preset directory or .keras file")
+    p.add_argument(
+        "stages",
+        nargs="+",
+        help="a base stage, or a cascade (base, then SR stages): preset directories or .keras files",
+    )
+    p.add_argument(
+        "--aug_levels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="a cascade's conditioning augmentation level s, one per SR stage (required then)",
+    )
     p.add_argument("--data", required=True, help="the dataset of the reference (test split)")
     p.add_argument("--extractor", required=True, help="the evaluation classifier (.keras)")
     p.add_argument(
@@ -184,22 +201,33 @@ def main(argv=None):
         nargs="+",
         default=[],
         help="distilled students of the stage (preset directories), each at its recorded "
-        "settings: a 'distilled' row",
+        "settings: a 'distilled' row; for a cascade, BASE_DIR,SR_DIR,... per student",
     )
     p.add_argument("--out", default="results/fid_vs_nfe")
     args = p.parse_args(argv)
     import evaluate  # recipes/evaluate.py
 
+    n_sr = len(args.stages) - 1
+    if n_sr and (args.aug_levels is None or len(args.aug_levels) != n_sr):
+        p.error(
+            f"--aug_levels: a cascade of {len(args.stages)} stages needs {n_sr} level(s) s, "
+            f"one per SR stage. Received: {args.aug_levels}"
+        )
+    if not n_sr and args.aug_levels:
+        p.error(f"--aug_levels {args.aug_levels}: a single base stage has no SR stage")
+    if n_sr and args.weights_dtype_check:
+        p.error("--weights_dtype_check compares one base stage; not a cascade")
+    aug = {"aug_levels": args.aug_levels} if n_sr else {}
     os.makedirs(args.out, exist_ok=True)
     extractor = evaluate.get_extractor(args.extractor)
     size = extractor.input_size
-    cascade = keras_cdm.CascadeSampler([args.stage])
-    stage = cascade.stages[0]
+    cascade = keras_cdm.CascadeSampler(args.stages, **aug)
+    stage, last = cascade.stages[0], cascade.stages[-1]
     real = reference(
-        os.path.join(args.out, f"reference_{stage.image_size}.npz"),
+        os.path.join(args.out, f"reference_{last.image_size}.npz"),
         extractor,
         args.data,
-        stage.image_size,
+        last.image_size,
         size,
         args.reference_limit,
     )
@@ -207,30 +235,42 @@ def main(argv=None):
     path = os.path.join(args.out, "fid_vs_nfe.json")
     results = json.load(open(path)) if os.path.isfile(path) else {}
     # Run in the order given (NFE first), show in sampler and NFE order.
-    runs = [(s, sp, n, args.stage) for n in args.nfe for sp in args.spacings for s in args.samplers]
+    runs = [
+        (s, sp, n, cascade.stages) for n in args.nfe for sp in args.spacings for s in args.samplers
+    ]
     if args.weights_dtype_check:
-        runs.append((args.samplers[0], args.spacings[0], args.nfe[0], args.weights_dtype_check))
+        runs.append((args.samplers[0], args.spacings[0], args.nfe[0], [args.weights_dtype_check]))
     students = {}
-    for student in args.students:
-        settings = keras_cdm.CascadeSampler([student]).settings[0]
-        if not settings.num_steps:
-            raise SystemExit(f"error: {student!r} records no sampler settings: not a student")
-        students[settings.num_steps] = student
-        runs.append(("distilled", None, settings.num_steps, student))
-    for sampler, spacing, nfe, stage_path in runs:
+    for group in args.students:
+        chain = group.split(",")
+        if len(chain) != len(args.stages):
+            p.error(
+                f"--students {group!r}: {len(chain)} stage(s) for a cascade of "
+                f"{len(args.stages)} (BASE_DIR,SR_DIR,... one per stage)"
+            )
+        recorded = [keras_cdm.models.loading.recorded_sampler_settings(d) or {} for d in chain]
+        steps = {r.get("num_steps") for r in recorded}
+        if None in steps or len(steps) != 1:
+            p.error(
+                f"--students {group!r}: every stage must be a distilled student recording one "
+                f"step count (recorded: {sorted(steps, key=str)})"
+            )
+        students[steps.pop()] = chain
+    runs += [("distilled", None, n, chain) for n, chain in students.items()]
+    for sampler, spacing, nfe, chain in runs:
         if sampler == "distilled":
             key = f"distilled@{nfe}"
         else:
             key = f"{row_label(sampler, spacing)}@{nfe}"
-            key += "" if stage_path == args.stage else "@float32"
+            key += "" if chain is cascade.stages else "@float32"
         if key in results:
             continue
         start = time.time()
         if sampler == "distilled":  # its own steps, solver and grid
-            sampling = keras_cdm.CascadeSampler([stage_path])
+            sampling = keras_cdm.CascadeSampler(chain, **aug)
         else:
             sampling = keras_cdm.CascadeSampler(
-                [stage_path], num_steps=nfe, sampler=sampler, spacing=spacing
+                chain, num_steps=nfe, sampler=sampler, spacing=spacing, **aug
             )
         images = sampling.sample(labels, seed=args.seed, batch_size=args.batch_size)
         results[key] = dict(
@@ -243,7 +283,7 @@ def main(argv=None):
         print(f"[fid_vs_nfe] {key}: {results[key]}", flush=True)
     if args.real_floor and "real" not in results:
         images, real_labels = evaluate.load_images(
-            args.data, "train", stage.image_size, args.num_images
+            args.data, "train", last.image_size, args.num_images
         )
         results["real"] = score(extractor, enlarge(images, size), real_labels, real)
         with open(path + ".tmp", "w") as f:
@@ -255,10 +295,17 @@ def main(argv=None):
         if "real" in results
         else ""
     )
-    meta = (
+    chain = " -> ".join(os.path.basename(os.path.normpath(s)) for s in args.stages)
+    where = (
+        f"The cascade {chain}, non-truncated at s = {args.aug_levels}, the same sampler and "
+        "NFE at every stage (NFE per stage); "
+        if n_sr
+        else ""
+    )
+    meta = where + (
         f"{args.num_images} samples ({args.num_images // max(stage.num_classes, 1)} per class), "
         f"seed {args.seed}, no guidance; reference: {len(real[0])} test images at "
-        f"{stage.image_size}x{stage.image_size}; features of {args.extractor}." + floor
+        f"{last.image_size}x{last.image_size}; features of {args.extractor}." + floor
     )
     samplers = [
         row_label(s, sp)
@@ -274,7 +321,7 @@ def main(argv=None):
         results,
         samplers,
         nfes,
-        f"FID vs NFE, {os.path.basename(os.path.normpath(args.stage))}",
+        f"FID vs NFE{' per stage' if n_sr else ''}, {chain}",
     )
     print(table)
     print(f"[fid_vs_nfe] wrote {path}, {svg}")

@@ -116,6 +116,30 @@ def test_fid_vs_nfe_scores_each_setting_once_and_writes_table_and_plot(tmp_path)
     distilled = fid_vs_nfe.main(argv + ["--students", folder])
     assert distilled["distilled@2"]["num_samples"] == 20 and "distilled@3" not in distilled
     assert "| distilled | " in open(os.path.join(out, "fid_vs_nfe.md")).read()
+    # A whole cascade: every stage at the sampler's NFE, scored at the last
+    # stage's size; distilled students given one per stage.
+    sr = keras_cdm.SuperResDiffusionModel(
+        keras_cdm.SuperResUNet(low_res_size=8, **micro_network_config(image_size=16)),
+        diffusion={"num_timesteps": 100},
+    )
+    sr_dir = sr.save_to_preset(str(tmp_path / "sr"), weights="ema")
+    sr_student = keras_cdm.models.ProgressiveDistillation(sr, 2).student
+    sr_student_dir = sr_student.save_to_preset(str(tmp_path / "sr_student_2"), weights="ema")
+    cascade_out = str(tmp_path / "cascade")
+    argv = [release, sr_dir, "--data", "synthetic", "--extractor", clf, "--samplers", "ddim"]
+    argv += ["--nfe", "2", "--num_images", "12", "--reference_limit", "24", "--out", cascade_out]
+    with pytest.raises(SystemExit):  # no --aug_levels
+        fid_vs_nfe.main(argv)
+    with pytest.raises(SystemExit):  # one student for two stages
+        fid_vs_nfe.main(argv + ["--aug_levels", "10", "--students", folder])
+    scored = fid_vs_nfe.main(
+        argv + ["--aug_levels", "10", "--students", f"{folder},{sr_student_dir}"]
+    )
+    assert sorted(scored) == ["ddim@2", "distilled@2"]
+    assert scored["distilled@2"]["num_samples"] == 12
+    assert os.path.exists(os.path.join(cascade_out, "reference_16.npz"))
+    table = open(os.path.join(cascade_out, "fid_vs_nfe.md")).read()
+    assert "s = [10]" in table and "at 16x16" in table and "| distilled |" in table
 
 
 def test_sr_conditioning_check_reports_both_measurements(tmp_path):
