@@ -56,7 +56,9 @@ def build(stage):
 
     import keras_cdm
 
-    model = keras_cdm.DiffusionModel.from_preset(stage["preset"], network_overrides=stage["network"])
+    model = keras_cdm.DiffusionModel.from_preset(
+        stage["preset"], network_overrides=stage["network"]
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-4))
     rng = np.random.default_rng(0)
     s = model.image_size
@@ -72,7 +74,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--reference", nargs="+", required=True, help="PRESET:NETWORK_JSON:BATCH:STEPS ...")
+    p.add_argument(
+        "--reference", nargs="+", required=True, help="PRESET:NETWORK_JSON:BATCH:STEPS ..."
+    )
     p.add_argument("--candidate", nargs="+", required=True, help="PRESET:NETWORK_JSON:BATCH ...")
     p.add_argument("--steps", type=int, default=3, help="steps per stage per turn")
     p.add_argument("--rounds", type=int, default=5)
@@ -94,7 +98,9 @@ def main(argv=None):
         stage["median_step_s"] = ts[len(ts) // 2]
         stage["parameters"] = int(model.network.count_params())
     budget = sum(r["steps"] * r["median_step_s"] for r in refs)
-    print(f"backend {os.environ.get('KERAS_BACKEND')}; {args.rounds} rounds x {args.steps} steps per stage")
+    print(
+        f"backend {os.environ.get('KERAS_BACKEND')}; {args.rounds} rounds x {args.steps} steps per stage"
+    )
     for r in refs:
         print(
             f"reference {r['text']}: {r['parameters']:,} params, {r['median_step_s']:.3f} s/step, "
@@ -111,7 +117,16 @@ def main(argv=None):
         )
     if args.output:
         with open(args.output, "w") as f:
-            json.dump({"references": refs, "candidates": cands, "rounds": args.rounds, "steps": args.steps}, f, indent=1)
+            json.dump(
+                {
+                    "references": refs,
+                    "candidates": cands,
+                    "rounds": args.rounds,
+                    "steps": args.steps,
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":
