@@ -1,15 +1,14 @@
-import os
-import warnings
-
 import keras
 import numpy as np
 from keras import ops
 
-from keras_cdm.backend import fused_moving_average
 from keras_cdm.backend import random_normal
 from keras_cdm.backend import random_uniform
 from keras_cdm.backend import replica_context
 from keras_cdm.diffusion.gaussian_diffusion import GaussianDiffusion
+from keras_cdm.models import batches
+from keras_cdm.models import ema
+from keras_cdm.models import labels as class_labels
 from keras_cdm.models import training_guard
 from keras_cdm.models.presets import get_preset
 from keras_cdm.models.presets import list_presets
@@ -18,10 +17,6 @@ from keras_cdm.models.reverse_process import StageSampler
 from keras_cdm.models.reverse_process import variational_bound_bpd
 from keras_cdm.networks.unet import UNet
 from keras_cdm.utils.seeds import check_seed
-from keras_cdm.utils.validation import check_positive_int
-
-# Pixels may exceed [-1, 1] by resampling round-off, never by more.
-_PIXEL_TOLERANCE = 1e-3
 
 
 class _PerExampleLoss(keras.losses.Loss):
@@ -179,12 +174,7 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
         self.vb_weight = vb_weight
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        ema_config = network.get_config()
-        ema_config["name"] = f"{network.name}_ema"
-        self.ema_network = network.__class__.from_config(ema_config)
-        self.ema_network.trainable = False
-        for ema_var, var in zip(self.ema_network.weights, network.weights):
-            ema_var.assign(ops.copy(var.value))
+        self.ema_network = ema.copy_network(network)
         self.ema_updates = self.add_weight(
             shape=(), initializer="zeros", dtype="float32", trainable=False, name="ema_updates"
         )
@@ -244,34 +234,7 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
         """
         from keras_cdm.models import preset_directory
 
-        if preset_directory.is_preset_directory(name):
-            if network_overrides or kwargs:
-                raise ValueError(
-                    f"A preset directory ({name!r}) is loaded as saved. Received changes: "
-                    f"{sorted(kwargs) + (['network_overrides'] if network_overrides else [])}"
-                )
-            return preset_directory.load_from_preset(name, cls, safe_mode=safe_mode)
-        if isinstance(name, str) and os.path.isdir(name):
-            raise ValueError(
-                f"{name!r} is a folder but not a preset directory: it has no "
-                f"{preset_directory.CONFIG_FILE} (write one with model.save_to_preset)."
-            )
-        preset = get_preset(name)
-        if "network" in kwargs:
-            raise TypeError(
-                "from_preset builds the preset's network; pass changes to it as "
-                "`network_overrides={...}`. Received: network="
-                f"{type(kwargs['network']).__name__}"
-            )
-        target = stage_class(preset.model_class)
-        if not issubclass(target, cls):
-            raise ValueError(
-                f"Preset {name!r} builds a {preset.model_class}, not a {cls.__name__}. "
-                f"Expected one of {sorted(cls.presets())}."
-            )
-        network = target.network_class.from_preset(preset.architecture, **(network_overrides or {}))
-        diffusion = dict(preset.diffusion, **(kwargs.pop("diffusion", None) or {}))
-        return target(network, diffusion=diffusion, **dict(preset.model_kwargs, **kwargs))
+        return preset_directory.from_preset(cls, name, network_overrides, safe_mode, kwargs)
 
     def save_to_preset(self, directory, weights="all", dtype="float32"):
         """Writes this stage as a preset directory (KerasHub's convention):
@@ -373,53 +336,10 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
 
     def _unpack_batch(self, x, y):
         """Returns `(images, labels, extra)` from a batch, checking static shapes."""
-        if isinstance(x, dict):
-            images = x.get("images", x.get("high_res"))
-            labels = x.get("labels", y)
-            extra = x
-        elif isinstance(x, (tuple, list)):
-            images, extra = x[0], {"low_res": x[1]} if len(x) > 1 else {}
-            labels = y
-        else:
-            images, labels, extra = x, y, {}
-        if images is None:
-            raise ValueError(
-                "A batch must hold the images: `(images, labels)` or a dict "
-                f"with 'images'. Received keys: {sorted(x) if isinstance(x, dict) else type(x)}"
-            )
-        self._check_images(images, "images", self.image_size)
-        if self.unconditional:
-            if labels is not None:
-                raise ValueError(
-                    "This stage is unconditional (num_classes=0) but the batch holds labels: "
-                    "pass images only (e.g. `source.without_labels()`)."
-                )
-            zeros = ops.zeros(ops.shape(images)[:1], dtype="int32")
-            return ops.cast(images, "float32"), zeros, extra
-        if labels is None:
-            raise ValueError("A batch must hold class labels: `(images, labels)`.")
-        labels = ops.convert_to_tensor(labels)
-        if len(labels.shape) == 2 and labels.shape[-1] == 1:
-            labels = ops.squeeze(labels, -1)
-        if len(labels.shape) != 1 or "int" not in str(labels.dtype):
-            raise ValueError(
-                "Labels must be a 1D integer tensor of class ids. Received: "
-                f"shape={tuple(labels.shape)}, dtype={labels.dtype}"
-            )
-        return ops.cast(images, "float32"), ops.cast(labels, "int32"), extra
+        return batches.unpack(self, x, y)
 
     def _check_images(self, images, name, size):
-        shape = tuple(images.shape)
-        expected = (size, size, self.channels)
-        if len(shape) != 4 or shape[1:] != expected:
-            raise ValueError(
-                f"Expected {name} of shape (batch, {size}, {size}, {self.channels}) "
-                f"for this stage. Received: {name}.shape={shape}"
-            )
-        if "float" not in str(images.dtype):
-            raise ValueError(
-                f"Expected float {name} scaled to [-1, 1]. Received: dtype={images.dtype}"
-            )
+        batches.check_images(images, name, size, self.channels)
 
     def _draw(self, fn, shape, **kwargs):
         """Draws `fn(shape)` from the model's seed, distinct per replica.
@@ -448,31 +368,8 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
         return []
 
     def _guard_inputs(self, images, labels, extra):
-        """Flags a batch's bad labels and pixels and returns a sanitised copy.
-
-        Returns `(flags, images, labels, extra)`: `flags` is a float scalar of
-        `training_guard` bits; the copy replaces bad labels by the null label
-        and bad pixels by 0, so a flagged step cannot turn the weights into
-        NaN (training stops right after it, see `TrainingGuard`).
-        """
-        if self.unconditional:  # the labels are the zeros `_unpack_batch` made
-            flags = ops.zeros((), "float32")
-        else:
-            bad_labels = ops.logical_or(labels < 0, labels >= self.num_classes)
-            flags = training_guard.BAD_LABELS * ops.cast(ops.any(bad_labels), "float32")
-            labels = ops.where(bad_labels, self.num_classes, labels)
-
-        def clean(x):
-            ok = ops.logical_and(ops.isfinite(x), ops.abs(x) <= 1.0 + _PIXEL_TOLERANCE)
-            return ops.where(ok, x, 0.0), ops.cast(ops.logical_not(ops.all(ok)), "float32")
-
-        images, bad = clean(images)
-        extra = dict(extra)
-        for key in self._conditioning_images(extra):
-            extra[key], bad_cond = clean(extra[key])
-            bad = ops.maximum(bad, bad_cond)
-        flags = flags + training_guard.BAD_IMAGES * bad
-        return flags, images, labels, extra
+        """`(flags, images, labels, extra)`: see `batches.guard`."""
+        return batches.guard(self, images, labels, extra)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         images, labels, extra = self._unpack_batch(x, y)
@@ -506,107 +403,16 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
         return loss
 
     def _update_ema(self):
-        n = self.ema_updates.value
-        decay = ops.convert_to_tensor(self.ema_decay, "float32")
-        if self.ema_warmup:
-            decay = ops.minimum(decay, (1.0 + n) / (10.0 + n))
-        moves = ops.convert_to_tensor(1.0, "float32")
-        optimizer = getattr(self, "optimizer", None)
-        accumulation = getattr(optimizer, "gradient_accumulation_steps", None)
-        if accumulation:
-            # The weights change once every `accumulation` batches; the EMA
-            # moves on the first batch after each update (batches % k == 0).
-            batches = self.train_batches.value
-            moves = ops.cast(ops.equal(ops.mod(batches, accumulation), 0), "float32")
-            decay = moves * decay + (1.0 - moves)
-        self.train_batches.assign(self.train_batches.value + 1)
-        pairs = (self.ema_network.weights, self.network.weights)
-        if not fused_moving_average(*pairs, decay):
-            for ema_var, var in zip(*pairs):
-                value = ops.stop_gradient(ops.cast(var.value, ema_var.dtype))
-                ema_var.assign(decay * ema_var.value + (1.0 - decay) * value)
-        self.ema_updates.assign(n + moves)
+        ema.update(self)
 
     # ------------------------------------------------------------------
     # fit / evaluate: checks before the compiled step
     # ------------------------------------------------------------------
     def _check_batch_arrays(self, x, y):
-        """Checks array inputs of `fit`/`evaluate` before anything is compiled."""
-        if isinstance(x, dict):
-            arrays = dict(x)
-            images = arrays.get("images", arrays.get("high_res"))
-            labels = arrays.get("labels", y)
-        elif isinstance(x, (tuple, list)):
-            images, labels = (x[0] if x else None), y
-            arrays = {"images": images, "low_res": x[1] if len(x) > 1 else None}
-        else:
-            images, labels, arrays = x, y, {"images": x}
-        if images is None or not hasattr(images, "shape"):
-            return  # _unpack_batch names what is missing
-        if labels is None and not self.unconditional:
-            return
-        n = min(len(images), 2)
-        first = (
-            {k: v[:n] for k, v in arrays.items() if v is not None}
-            if isinstance(x, dict)
-            else (tuple(v[:n] for v in x) if isinstance(x, (tuple, list)) else images[:n])
-        )
-        self._unpack_batch(first, None if labels is None else labels[:n])
-        if labels is not None:
-            self.check_labels(np.asarray(labels).reshape(len(labels), -1)[:, 0])
-        for name, value in arrays.items():
-            if value is None or name == "labels":
-                continue
-            value = np.asarray(value)
-            if not np.isfinite(value).all():
-                bad = np.argwhere(~np.isfinite(value).reshape(len(value), -1).all(axis=1))[:, 0]
-                raise ValueError(
-                    f"{name} hold non-finite values (NaN or Inf) in {len(bad)} examples, "
-                    f"the first at index {int(bad[0])}."
-                )
-            lo, hi = float(value.min()), float(value.max())
-            if lo < -1.0 - _PIXEL_TOLERANCE or hi > 1.0 + _PIXEL_TOLERANCE:
-                hint = " (uint8-range pixels: use x / 127.5 - 1)" if hi > 2.0 else ""
-                raise ValueError(
-                    f"Expected {name} in [-1, 1]. Received: values in [{lo:.4g}, {hi:.4g}]{hint}"
-                )
-            if lo >= 0.0 and hi > 0.0:
-                warnings.warn(
-                    f"{name} lie in [{lo:.3g}, {hi:.3g}], all >= 0: keras_cdm expects images "
-                    "in [-1, 1]; images in [0, 1] should be mapped with 2 * x - 1.",
-                    stacklevel=3,
-                )
-
-    def _check_dataset_spec(self, dataset):
-        """Checks a dataset's element spec (shapes, dtypes) up front: a
-        `tf.data.Dataset` or any dataset with an `element_spec` of objects
-        with `shape` and `dtype` (`keras_cdm.data.StageDataset`)."""
-        spec = getattr(dataset, "element_spec", None)
-
-        def is_spec(s):
-            return hasattr(s, "shape") and hasattr(s, "dtype")
-
-        def dummy(s):
-            shape = tuple(1 if d is None else d for d in s.shape)
-            return np.zeros(shape, dtype=getattr(s.dtype, "as_numpy_dtype", s.dtype))
-
-        if is_spec(spec):  # images alone (an unconditional stage's batches)
-            x, y = dummy(spec), None
-        elif not isinstance(spec, (tuple, dict)):
-            return
-        elif isinstance(spec, tuple):
-            x = spec[0]
-            x = {k: dummy(v) for k, v in x.items()} if isinstance(x, dict) else dummy(x)
-            y = dummy(spec[1]) if len(spec) > 1 and spec[1] is not None else None
-        else:
-            x, y = {k: dummy(v) for k, v in spec.items()}, None
-        self._unpack_batch(x, y)
+        batches.check_arrays(self, x, y)
 
     def _check_inputs(self, x, y):
-        if hasattr(x, "element_spec"):
-            self._check_dataset_spec(x)
-        elif x is not None and not isinstance(x, keras.utils.PyDataset):
-            self._check_batch_arrays(x, y)
+        batches.check_inputs(self, x, y)
 
     def predict(self, x, *args, **kwargs):
         """The network's output (ε, or v, and the variance channels) for a
@@ -628,9 +434,7 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
 
     def reset_ema(self):
         """Copies the raw weights into the EMA network."""
-        for ema_var, var in zip(self.ema_network.weights, self.network.weights):
-            ema_var.assign(ops.copy(var.value))
-        self.ema_updates.assign(0.0)
+        ema.reset(self)
 
     # ------------------------------------------------------------------
     # Sampling and likelihood
@@ -639,21 +443,7 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
         """The int32 labels a sampling request runs on: `labels`, checked,
         for a class-conditional stage; zeros for `num_images` images of an
         unconditional one (whose network does not read them)."""
-        if not self.unconditional:
-            if labels is None:
-                raise ValueError(
-                    f"This stage is class-conditional ({self.num_classes} classes): pass "
-                    "`labels`, one class id per image."
-                    + (f" Received: num_images={num_images}" if num_images is not None else "")
-                )
-            return self.class_ids(labels)
-        if labels is not None:
-            raise ValueError(
-                "This stage is unconditional (num_classes=0): pass `num_images=n` instead "
-                f"of labels. Received: {len(np.asarray(labels))} labels"
-            )
-        num_images = check_positive_int("num_images", num_images)
-        return np.zeros((num_images,), "int32")
+        return class_labels.resolve(labels, num_images, self.num_classes, self.class_names)
 
     def class_ids(self, labels):
         """Class ids from ids or class names (`class_names`), checked.
@@ -665,38 +455,15 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
         >>> m.class_ids(["c3", 4]).tolist()
         [3, 4]
         """
-        if isinstance(labels, (list, tuple)) and any(isinstance(v, str) for v in labels):
-            names = self.class_names or ()
-            unknown = [v for v in labels if isinstance(v, str) and v not in names]
-            if unknown:
-                known = f"its classes are {self.describe_classes()}"
-                raise ValueError(f"Unknown class name {unknown[0]!r}: {known}.")
-            labels = [names.index(v) if isinstance(v, str) else v for v in labels]
-        return self.check_labels(labels)
+        return class_labels.class_ids(labels, self.num_classes, self.class_names)
 
     def describe_classes(self):
         """`"0..9 (0=cat, 1=dog, ...)"`: the class ids, with names if known."""
-        text = f"0..{self.num_classes - 1}"
-        if self.class_names:
-            text += " (" + ", ".join(f"{i}={n}" for i, n in enumerate(self.class_names)) + ")"
-        return text
+        return class_labels.describe_classes(self.num_classes, self.class_names)
 
     def check_labels(self, labels):
         """Returns labels as int32 after checking they are valid class ids."""
-        labels = np.asarray(ops.convert_to_numpy(labels))
-        if labels.size == 0:
-            raise ValueError("Expected at least one label. Received: an empty label array")
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(
-                "Labels must be a 1D array of integer class ids. Received: "
-                f"shape={labels.shape}, dtype={labels.dtype}"
-            )
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(
-                f"Labels must lie in [0, {self.num_classes}): this stage's classes are "
-                f"{self.describe_classes()}. Received: labels in [{labels.min()}, {labels.max()}]"
-            )
-        return labels.astype("int32")
+        return class_labels.check_labels(labels, self.num_classes, self.class_names)
 
     def resolve_settings(self, settings=None, **kwargs):
         """`settings` (None: this stage's `sampler_settings`, else the

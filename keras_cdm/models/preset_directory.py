@@ -83,6 +83,43 @@ def save_to_preset(model, directory, weights="all", dtype="float32"):
     return directory
 
 
+def from_preset(cls, name, network_overrides, safe_mode, kwargs):
+    """`cls.from_preset(name, ...)`: a preset directory loaded as saved, or
+    the stage of a named preset (its own class, which must be `cls` or a
+    subclass), with `network_overrides` and model `kwargs` over the
+    preset's."""
+    from keras_cdm.models.presets import get_preset
+
+    if is_preset_directory(name):
+        if network_overrides or kwargs:
+            raise ValueError(
+                f"A preset directory ({name!r}) is loaded as saved. Received changes: "
+                f"{sorted(kwargs) + (['network_overrides'] if network_overrides else [])}"
+            )
+        return load_from_preset(name, cls, safe_mode=safe_mode)
+    if isinstance(name, str) and os.path.isdir(name):
+        raise ValueError(
+            f"{name!r} is a folder but not a preset directory: it has no "
+            f"{CONFIG_FILE} (write one with model.save_to_preset)."
+        )
+    preset = get_preset(name)
+    if "network" in kwargs:
+        raise TypeError(
+            "from_preset builds the preset's network; pass changes to it as "
+            "`network_overrides={...}`. Received: network="
+            f"{type(kwargs['network']).__name__}"
+        )
+    target = stage_class(preset.model_class)
+    if not issubclass(target, cls):
+        raise ValueError(
+            f"Preset {name!r} builds a {preset.model_class}, not a {cls.__name__}. "
+            f"Expected one of {sorted(cls.presets())}."
+        )
+    network = target.network_class.from_preset(preset.architecture, **(network_overrides or {}))
+    diffusion = dict(preset.diffusion, **(kwargs.pop("diffusion", None) or {}))
+    return target(network, diffusion=diffusion, **dict(preset.model_kwargs, **kwargs))
+
+
 def is_preset_directory(path):
     return isinstance(path, (str, os.PathLike)) and os.path.isfile(
         os.path.join(os.fspath(path), CONFIG_FILE)
