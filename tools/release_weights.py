@@ -5,6 +5,14 @@ saying which run wrote it (the recipe's flags, the step, the wall time).
     KERAS_BACKEND=jax python tools/release_weights.py \\
         runs/cifar_base16/checkpoint.keras weights/cifar10/base16 --dtype float16
 
+A distilled student (a `student_<n>` directory written by
+`recipes/distill.py`) is released the same way: its `distillation.json`
+becomes `training.json`, with its round's time per step from
+`round_<n>/log.csv` and the run's flags.
+
+    KERAS_BACKEND=jax python tools/release_weights.py \
+        runs/distill_base16/student_4 weights/cifar10/base16_student4
+
 `DiffusionModel.from_preset("weights/cifar10/base16")` and
 `CascadeSampler([...dirs...])` load the result on any backend. The training
 run continues from its checkpoint (`--resume`), not from the release.
@@ -68,14 +76,53 @@ def command_at_step(command, step):
     return command[: found.start()] + f"--train_steps {step}" + command[found.end() :]
 
 
+def release_student(student_dir, output_dir, dtype, description=""):
+    """A distilled student directory as a release: float weights in
+    `dtype`, and `training.json` from its `distillation.json` (the command
+    without `--resume`: a resumed round ends where an uninterrupted one
+    does), its round's log and the run's flags."""
+    with open(os.path.join(student_dir, "distillation.json")) as f:
+        info = json.load(f)
+    model = keras_cdm.DiffusionModel.from_preset(student_dir)
+    model.save_to_preset(output_dir, weights="ema", dtype=dtype)
+    parent = os.path.dirname(os.path.abspath(student_dir))
+    steps = info["student_steps"]
+    summary = run_summary(os.path.join(parent, f"round_{steps}"))
+    if os.path.isfile(os.path.join(parent, "run.json")):
+        with open(os.path.join(parent, "run.json")) as f:
+            summary["run"] = json.load(f)["flags"]
+    info["command"] = " ".join(w for w in info["command"].split(" ") if w != "--resume")
+    info.pop("seconds_last_process", None)
+    info["description"] = description or info["description"]
+    info.update(
+        student=student_dir,
+        parameters=int(model.network.count_params()),
+        weights_dtype=dtype,
+        **summary,
+    )
+    with open(os.path.join(output_dir, "training.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    return model, info
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="a .keras stage (e.g. a recipe's checkpoint.keras)")
+    p.add_argument(
+        "checkpoint",
+        help="a .keras stage (e.g. a recipe's checkpoint.keras), or a distilled student's "
+        "directory (recipes/distill.py's student_<n>)",
+    )
     p.add_argument("output_dir", help="the preset directory to write")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     p.add_argument("--description", default="", help="one line for training.json")
     p.add_argument("--command", default="", help="the training command, for training.json")
     args = p.parse_args(argv)
+    if os.path.isfile(os.path.join(args.checkpoint, "distillation.json")):
+        if args.command:
+            p.error("--command: a student's command is the one its distillation.json records")
+        release_student(args.checkpoint, args.output_dir, args.dtype, args.description)
+        print(f"[keras_cdm] student {args.checkpoint} -> {args.output_dir}")
+        return args.output_dir
     model = keras_cdm.models.load_stage(args.checkpoint)
     model.save_to_preset(args.output_dir, weights="ema", dtype=args.dtype)
     summary = run_summary(os.path.dirname(os.path.abspath(args.checkpoint)))

@@ -23,6 +23,7 @@ import keras_cdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "recipes"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 pytestmark = [torch_pass_only, pytest.mark.timeout(600)]
 
 
@@ -126,6 +127,17 @@ def test_flags_are_checked(tmp_path, capsys):
         str(out / "student_4"),
         str(out / "student_2"),
     ]
+    # A student released as float16 with its record (tools/release_weights.py).
+    release_weights = importlib.import_module("release_weights")
+    release = release_weights.main([str(out / "student_2"), str(tmp_path / "release")])
+    info = json.load(open(os.path.join(release, "training.json")))
+    assert info["student_steps"] == 2 and info["weights_dtype"] == "float16"
+    assert info["logged_steps"] == 1 and info["run"]["batch_size"] == 4
+    assert "--resume" not in info["command"] and "recipes/distill.py" in info["command"]
+    released = keras_cdm.DiffusionModel.from_preset(release)
+    assert released.sampler_settings.num_steps == 2
+    for a, b in zip(student_weights(out / "student_2"), released.get_weights()):
+        np.testing.assert_array_equal(a.astype("float16"), np.asarray(b))
     # A student distils only from its own step count.
     with pytest.raises(common.StageError, match="--teacher_steps 8: .* distilled stage of 2 steps"):
         distill.main(flags(out / "student_2", tmp_path / "from_student", steps=1))
