@@ -190,7 +190,12 @@ def _write_ema_weights(model, path, dtype):
                     f"{np.abs(value).max():.3g}); save it with dtype='float32'."
                 )
             # Lossless: byte shuffle + gzip stores float16 weights ~14% smaller.
-            packed = {"shuffle": True, "compression": "gzip", "compression_opts": 9, "chunks": cast.shape}
+            packed = {
+                "shuffle": True,
+                "compression": "gzip",
+                "compression_opts": 9,
+                "chunks": cast.shape,
+            }
             f.create_dataset(f"{i:05d}", data=cast, **(packed if cast.size >= 64 else {}))
             f[f"{i:05d}"].attrs["path"] = var.path
     os.replace(tmp, path)
