@@ -13,8 +13,15 @@ by measurement (docs/SPEED.md):
 - `multi_step_function`: `steps_per_execution` on PyTorch.
 - `no_gradient`: a frozen network's forward pass without autograd (PyTorch).
 - PyTorch fast paths: `fused_group_norm`, `fused_conv2d`,
-  `fused_moving_average`; and `prefers_channel_stats_group_norm` (JAX).
+  `fused_moving_average`, `run_network_directly` with `sublayer` (the
+  networks' layers called without Keras's per-call bookkeeping); and
+  `prefers_channel_stats_group_norm` (JAX).
 """
+
+import contextlib
+import inspect
+import os
+import threading
 
 import keras
 
@@ -498,6 +505,88 @@ def multi_step_function(model, kind):
         return logs
 
     return run
+
+
+# ----------------------------------------------------------------------
+# Direct layer calls (PyTorch)
+# ----------------------------------------------------------------------
+# Keras's `Layer.__call__` costs ~0.2 ms of Python per call on eager PyTorch
+# (input conversion, autocast and training scopes, build checks, the
+# torch.nn.Module call): a few hundred calls per network forward, the
+# host-bound share of a small stage's step (docs/SPEED.md). Once a network
+# is built, in float32, nothing of that bookkeeping changes what a layer
+# computes, so its forward pass can call each layer's `call` directly. JAX
+# and TensorFlow trace the forward once per shape, where it costs nothing.
+DIRECT_CALLS_ENV = "KERAS_CDM_DIRECT_CALLS"
+_direct = threading.local()
+_takes_training = {}
+
+
+def direct_calls_enabled():
+    """Whether networks run their layers' `call` directly on PyTorch (on
+    unless `KERAS_CDM_DIRECT_CALLS=0`)."""
+    return os.environ.get(DIRECT_CALLS_ENV, "1") != "0"
+
+
+def sublayer(layer):
+    """`layer`, or its `call` inside a network's direct run: what a
+    keras_cdm layer calls its own sublayers through."""
+    return layer.call if getattr(_direct, "active", False) else layer
+
+
+@contextlib.contextmanager
+def _direct_scope():
+    previous = getattr(_direct, "active", False)
+    _direct.active = True
+    try:
+        yield
+    finally:
+        _direct.active = previous
+
+
+def _direct_op(op, training):
+    call = op.call
+    takes = _takes_training.get(type(op))
+    if takes is None:
+        takes = _takes_training[type(op)] = "training" in inspect.signature(call).parameters
+    if takes:
+        return lambda *args, **kwargs: call(*args, training=training, **kwargs)
+    return call
+
+
+def run_network_directly(network, inputs, training):
+    """A functional network's forward pass with each layer's `call` run
+    directly (see above), or None where that is not exactly Keras's own
+    path: another backend, a compute or variable dtype other than float32
+    anywhere in the network (autocast and input casts then matter),
+    symbolic inputs, or `KERAS_CDM_DIRECT_CALLS=0`."""
+    if keras.backend.backend() != "torch" or not direct_calls_enabled():
+        return None
+    if not _all_float32(network):
+        return None
+    import torch
+
+    flat = inputs.values() if isinstance(inputs, dict) else keras.tree.flatten(inputs)
+    if not all(isinstance(x, torch.Tensor) for x in flat):
+        return None
+    with _direct_scope():
+        outputs = network._run_through_graph(
+            network._standardize_inputs(inputs),
+            operation_fn=lambda op: _direct_op(op, training),
+        )
+    return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
+
+
+def _all_float32(network):
+    cached = getattr(network, "_keras_cdm_all_float32", None)
+    if cached is None:
+        cached = all(
+            layer.dtype_policy.compute_dtype == "float32"
+            and layer.dtype_policy.variable_dtype == "float32"
+            for layer in network._flatten_layers(include_self=True)
+        )
+        network._keras_cdm_all_float32 = cached
+    return cached
 
 
 # ----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_cdm.backend import sublayer
 from keras_cdm.layers.convolution import Conv2D
 
 
@@ -69,7 +70,7 @@ class Upsample(_Resample):
 
     def call(self, x):
         x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
-        return self.conv(x) if self.conv is not None else x
+        return sublayer(self.conv)(x) if self.conv is not None else x
 
 
 @keras.saving.register_keras_serializable(package="keras_cdm")
@@ -94,5 +95,5 @@ class Downsample(_Resample):
 
     def call(self, x):
         if self.conv is not None:
-            return self.conv(x)
+            return sublayer(self.conv)(x)
         return ops.average_pool(x, 2, 2, padding="valid")

@@ -2,6 +2,7 @@ import numbers
 
 import keras
 
+from keras_cdm.backend import run_network_directly
 from keras_cdm.layers.attention_block import AttentionBlock
 from keras_cdm.layers.convolution import Conv2D
 from keras_cdm.layers.normalization import group_norm
@@ -153,6 +154,15 @@ class UNet(keras.Model):
         )(inputs["labels"])
         emb = keras.layers.Add(dtype=dtype, name="add_label_embed")([emb, label_emb])
         return inputs["x_t"], emb
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # PyTorch: each layer's `call` directly (the same computation without
+        # Keras's per-layer-call bookkeeping; keras_cdm.backend, docs/SPEED.md).
+        if not kwargs and all(m is None for m in keras.tree.flatten(mask)):
+            out = run_network_directly(self, inputs, training)
+            if out is not None:
+                return out
+        return super().call(inputs, training=training, mask=mask, **kwargs)
 
     @property
     def image_size(self):
