@@ -38,6 +38,24 @@ def micro_network_config(**overrides):
     return config
 
 
+def network_inputs(net, batch=2, seed=0):
+    """Random NumPy inputs for a `UNet` or `SuperResUNet`."""
+    from keras_cdm import SuperResUNet
+
+    rng = np.random.default_rng(seed)
+    s = net.image_size
+    inputs = {
+        "x_t": rng.normal(size=(batch, s, s, net.channels)).astype("float32"),
+        "t": rng.integers(0, 1000, (batch,)).astype("int32"),
+        "labels": rng.integers(0, max(net.num_classes, 1), (batch,)).astype("int32"),
+    }
+    if isinstance(net, SuperResUNet):
+        lo = net.low_res_size
+        inputs["low_res"] = rng.uniform(-1, 1, (batch, lo, lo, net.channels)).astype("float32")
+        inputs["aug_level"] = rng.integers(0, 1000, (batch,)).astype("int32")
+    return inputs
+
+
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 

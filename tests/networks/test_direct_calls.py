@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND
 from conftest import micro_network_config
+from conftest import network_inputs
 from conftest import to_numpy
 
 from keras_cdm import SuperResUNet
@@ -20,19 +21,8 @@ from keras_cdm.backend import DIRECT_CALLS_ENV
 torch_only = pytest.mark.skipif(BACKEND != "torch", reason="the path exists on PyTorch only")
 
 
-def _inputs(net, batch=2, seed=0):
-    rng = np.random.default_rng(seed)
-    s = net.image_size
-    inputs = {
-        "x_t": rng.normal(size=(batch, s, s, net.channels)).astype("float32"),
-        "t": rng.integers(0, 1000, (batch,)).astype("int32"),
-        "labels": rng.integers(0, max(net.num_classes, 1), (batch,)).astype("int32"),
-    }
-    if isinstance(net, SuperResUNet):
-        lo = net.low_res_size
-        inputs["low_res"] = rng.uniform(-1, 1, (batch, lo, lo, net.channels)).astype("float32")
-        inputs["aug_level"] = rng.integers(0, 1000, (batch,)).astype("int32")
-    return {k: keras.ops.convert_to_tensor(v) for k, v in inputs.items()}
+def _inputs(net):
+    return {k: keras.ops.convert_to_tensor(v) for k, v in network_inputs(net).items()}
 
 
 NETWORKS = {

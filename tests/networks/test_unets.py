@@ -2,26 +2,14 @@ import keras
 import numpy as np
 import pytest
 from conftest import micro_network_config
+from conftest import network_inputs
 from conftest import to_numpy
 
 from keras_cdm import SuperResUNet
 from keras_cdm import UNet
 from keras_cdm.networks.architectures import ARCHITECTURES
 
-
-def _inputs(net, batch=2, seed=0):
-    rng = np.random.default_rng(seed)
-    s = net.image_size
-    inputs = {
-        "x_t": rng.normal(size=(batch, s, s, net.channels)).astype("float32"),
-        "t": rng.integers(0, 1000, (batch,)).astype("int32"),
-        "labels": rng.integers(0, net.num_classes, (batch,)).astype("int32"),
-    }
-    if isinstance(net, SuperResUNet):
-        lo = net.low_res_size
-        inputs["low_res"] = rng.uniform(-1, 1, (batch, lo, lo, net.channels)).astype("float32")
-        inputs["aug_level"] = rng.integers(0, 1000, (batch,)).astype("int32")
-    return inputs
+_inputs = network_inputs
 
 
 TINY = sorted(n for n in ARCHITECTURES if n.endswith("_tiny"))
