@@ -173,9 +173,10 @@ def open_data(args, stage, batch):
 def check_teacher_steps(args):
     """A distilled teacher (recorded trailing-grid steps) is only right on
     its own grid: --teacher_steps must be its step count."""
-    settings = keras_cdm.models.loading.recorded_sampler_settings(args.teacher) or {}
-    recorded = settings.get("num_steps")
-    if settings.get("spacing") == "trailing" and recorded and recorded != args.teacher_steps:
+    recorded = keras_cdm.models.distillation.distilled_steps(
+        keras_cdm.models.loading.recorded_sampler_settings(args.teacher)
+    )
+    if recorded is not None and recorded != args.teacher_steps:
         raise common.StageError(
             f"--teacher_steps {args.teacher_steps}: the teacher {args.teacher!r} is a "
             f"distilled stage of {recorded} steps (its recorded sampler settings), right "

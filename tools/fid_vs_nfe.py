@@ -295,9 +295,9 @@ def main(argv=None):
         if "real" in results
         else ""
     )
-    chain = " -> ".join(os.path.basename(os.path.normpath(s)) for s in args.stages)
+    names = " -> ".join(os.path.basename(os.path.normpath(s)) for s in args.stages)
     where = (
-        f"The cascade {chain}, non-truncated at s = {args.aug_levels}, the same sampler and "
+        f"The cascade {names}, non-truncated at s = {args.aug_levels}, the same sampler and "
         "NFE at every stage (NFE per stage); "
         if n_sr
         else ""
@@ -321,7 +321,7 @@ def main(argv=None):
         results,
         samplers,
         nfes,
-        f"FID vs NFE{' per stage' if n_sr else ''}, {chain}",
+        f"FID vs NFE{' per stage' if n_sr else ''}, {names}",
     )
     print(table)
     print(f"[fid_vs_nfe] wrote {path}, {svg}")

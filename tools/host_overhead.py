@@ -129,6 +129,8 @@ def measure_diffusers(steps):
 FRAMEWORKS = ("jax", "tensorflow", "torch", "torch_keras_calls", "diffusers")
 # torch_keras_calls: the torch backend with its direct layer calls off
 # (KERAS_CDM_DIRECT_CALLS=0), i.e. every layer through Keras's __call__.
+# The Keras backend (and the module that must be installed) of each row.
+BACKEND_OF = {"diffusers": "torch", "torch_keras_calls": "torch"}
 
 
 def main(argv=None):
@@ -172,11 +174,11 @@ def main(argv=None):
     rows = {}
     for _ in range(args.rounds):
         for fw in args.frameworks:
-            module = {"diffusers": "diffusers", "torch_keras_calls": "torch"}.get(fw, fw)
+            backend = BACKEND_OF.get(fw, fw)
+            module = "diffusers" if fw == "diffusers" else backend
             if importlib.util.find_spec(module) is None:
                 print(f"{fw}: not installed, skipped")
                 continue
-            backend = {"diffusers": "torch", "torch_keras_calls": "torch"}.get(fw, fw)
             env = dict(os.environ, KERAS_BACKEND=backend)
             env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
             if fw == "torch_keras_calls":

@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -91,7 +92,7 @@ def release_student(student_dir, output_dir, dtype, description=""):
     if os.path.isfile(os.path.join(parent, "run.json")):
         with open(os.path.join(parent, "run.json")) as f:
             summary["run"] = json.load(f)["flags"]
-    info["command"] = " ".join(w for w in info["command"].split(" ") if w != "--resume")
+    info["command"] = shlex.join(w for w in shlex.split(info["command"]) if w != "--resume")
     info.pop("seconds_last_process", None)
     info["description"] = description or info["description"]
     info.update(

@@ -18,6 +18,20 @@ from keras_cdm.utils.validation import check_positive_int
 MEAN_TYPES = ("v", "x0", "epsilon")
 
 
+def distilled_steps(settings):
+    """The step count a distilled stage records (its `sampler_settings`, or
+    their config dict, on the trailing grid), or None for any other stage:
+    such a stage is only right on that grid, so it teaches only a student
+    of half as many steps."""
+    if settings is None:
+        return None
+    if not isinstance(settings, dict):
+        settings = settings.get_config()
+    if settings.get("spacing") != "trailing":
+        return None
+    return settings.get("num_steps")
+
+
 def student_settings(num_steps):
     """How a distilled student of `num_steps` steps samples: deterministic
     DDIM on the trailing grid it was trained on."""
@@ -151,17 +165,13 @@ class ProgressiveDistillation(training_guard.GuardedFit, keras.Model):
         self.guidance_scale = float(guidance_scale)
         self.mean_type = mean_type
         settings = teacher.sampler_settings
-        if (
-            settings is not None
-            and settings.spacing == "trailing"
-            and settings.num_steps is not None
-            and settings.num_steps != 2 * self.student_steps
-        ):
+        recorded = distilled_steps(settings)
+        if recorded is not None and recorded != 2 * self.student_steps:
             # A distilled teacher is only right on the grid it was trained on.
             raise ValueError(
-                f"The teacher records {settings.num_steps} trailing steps (a distilled "
+                f"The teacher records {recorded} trailing steps (a distilled "
                 f"stage is only right on its own grid), so its student has "
-                f"{settings.num_steps // 2} steps. Received: student_steps={student_steps}"
+                f"{recorded // 2} steps. Received: student_steps={student_steps}"
             )
         self.teacher_clip = True if settings is None else settings.clip_denoised
         grid = trailing_timesteps(T, 2 * self.student_steps)

@@ -28,14 +28,18 @@ def _pairs(stage):
     return pairs
 
 
+def _copy_weights(targets, sources):
+    for target, source in zip(targets, sources):
+        target.assign(ops.copy(source.value))
+
+
 def copy_network(network):
     """The EMA copy of `network`: same config and weights, not trainable."""
     config = network.get_config()
     config["name"] = f"{network.name}_ema"
     ema_network = network.__class__.from_config(config)
     ema_network.trainable = False
-    for ema_var, var in zip(ema_network.weights, network.weights):
-        ema_var.assign(ops.copy(var.value))
+    _copy_weights(ema_network.weights, network.weights)
     return ema_network
 
 
@@ -66,6 +70,5 @@ def update(stage):
 
 def reset(stage):
     """Copies the raw weights into the EMA network and zeroes its count."""
-    for ema_var, var in zip(stage.ema_network.weights, stage.network.weights):
-        ema_var.assign(ops.copy(var.value))
+    _copy_weights(*_pairs(stage))
     stage.ema_updates.assign(0.0)
