@@ -166,6 +166,8 @@ def gather_processes(local, total):
         from jax.experimental import multihost_utils
 
         shares = np.asarray(multihost_utils.process_allgather(padded))
+    elif keras.backend.backend() == "tensorflow":
+        shares = tf_gather_workers(padded).reshape((world,) + padded.shape)
     else:
         import torch
         import torch.distributed as dist
@@ -344,8 +346,8 @@ def torch_process_group():
 
 def process_group():
     """`(rank, number of processes)` training together: a `torch.distributed`
-    group under PyTorch, `jax.distributed` processes under JAX; `(0, 1)`
-    otherwise (TensorFlow's strategies keep their workers to themselves)."""
+    group under PyTorch, `jax.distributed` processes under JAX, the workers
+    of `start_tf_workers` under TensorFlow; `(0, 1)` otherwise."""
     backend = keras.backend.backend()
     if backend == "torch":
         return torch_process_group()
@@ -353,6 +355,8 @@ def process_group():
         import jax
 
         return jax.process_index(), jax.process_count()
+    if tf_workers() is not None:
+        return _tf_worker_rank(tf_workers())
     return 0, 1
 
 
@@ -365,7 +369,47 @@ def any_process(flag):
 
         flags = multihost_utils.process_allgather(np.array([1 if flag else 0], "int32"))
         return bool(np.max(flags))
+    if keras.backend.backend() == "tensorflow":
+        return tf_any_worker(flag)
     return torch_any_rank(flag)
+
+
+_TF_COLLECTIVES = {}
+
+
+def tf_gather_workers(array):
+    """Every worker's `array` (same shape everywhere) concatenated on the
+    first axis in rank order, on every worker of `start_tf_workers` (a
+    collective: every worker must call it)."""
+    import numpy as np
+    import tensorflow as tf
+
+    strategy = tf_workers()
+    if "gather" not in _TF_COLLECTIVES:
+
+        @tf.function(reduce_retracing=True)
+        def gather(value):
+            return strategy.gather(strategy.run(tf.identity, args=(value,)), axis=0)
+
+        _TF_COLLECTIVES["gather"] = gather
+    return np.asarray(_TF_COLLECTIVES["gather"](tf.constant(array)))
+
+
+def tf_any_worker(flag):
+    """Whether `flag` is true on any worker of `start_tf_workers` (a
+    collective: every worker must call it)."""
+    import tensorflow as tf
+
+    strategy = tf_workers()
+    if "any" not in _TF_COLLECTIVES:
+
+        @tf.function
+        def total(value):
+            per_replica = strategy.run(tf.identity, args=(value,))
+            return strategy.reduce("SUM", per_replica, axis=None)
+
+        _TF_COLLECTIVES["any"] = total
+    return int(_TF_COLLECTIVES["any"](tf.constant(1 if flag else 0, tf.int32))) > 0
 
 
 def torch_any_rank(flag):
@@ -474,6 +518,157 @@ class keep_variables_on_failure:
                 if var._value is None and value is not None:
                     var._value = value
         return False
+
+
+# ----------------------------------------------------------------------
+# TensorFlow workers (TF_CONFIG, MultiWorkerMirroredStrategy)
+# ----------------------------------------------------------------------
+_TF_WORKERS = []  # the strategy that joined this process to its workers
+
+
+def start_tf_workers():
+    """Under TensorFlow with `TF_CONFIG` set: the
+    `tf.distribute.MultiWorkerMirroredStrategy` that joins this process to
+    the other workers (created once; it waits for all of them). `None`
+    otherwise."""
+    if keras.backend.backend() != "tensorflow" or not os.environ.get("TF_CONFIG"):
+        return None
+    if not _TF_WORKERS:
+        import tensorflow as tf
+
+        _TF_WORKERS.append(tf.distribute.MultiWorkerMirroredStrategy())
+    return _TF_WORKERS[0]
+
+
+def tf_workers():
+    """The strategy `start_tf_workers` created, or `None`."""
+    return _TF_WORKERS[0] if _TF_WORKERS else None
+
+
+def _tf_worker_rank(strategy):
+    """`(rank, workers)` of this TensorFlow worker: the chief (if the
+    cluster has one) first, then the workers in index order, as
+    `MultiWorkerMirroredStrategy` numbers its replicas."""
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec()
+    chiefs = len(spec.job_tasks("chief")) if "chief" in spec.jobs else 0
+    workers = len(spec.job_tasks("worker")) if "worker" in spec.jobs else 0
+    rank = resolver.task_id + (chiefs if resolver.task_type == "worker" else 0)
+    return rank, chiefs + workers
+
+
+def first_local_batch(strategy, epoch_iterator):
+    """The first batch of a TensorFlow `fit`'s epoch iterator as this
+    worker's first replica holds it, under several workers; `None` otherwise.
+
+    Keras 3.15's TensorFlow trainer builds the model from the first batch
+    reduced with `strategy.reduce` over its nested structure, which
+    `MultiWorkerMirroredStrategy` cannot do (it fails with "Attempt to
+    convert a value (PerReplica...)"); building only needs the shapes, which
+    any replica's share has.
+    """
+    if strategy is None or strategy is not tf_workers():
+        return None
+    import tensorflow as tf
+
+    for _, _, iterator in epoch_iterator:
+        return keras.tree.map_structure(
+            lambda v: (
+                strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues)
+                else v
+            ),
+            next(iterator),
+        )
+    return None
+
+
+def replicas_mean(value):
+    """Inside a TensorFlow training step run on several replicas: the mean
+    of `value` over the replicas (an all-reduce); elsewhere `value`."""
+    ctx = _tf_replica_ctx()
+    return value if ctx is None else ctx.all_reduce("MEAN", value)
+
+
+def replicas_gather(value):
+    """Inside a TensorFlow training step run on several replicas: every
+    replica's `value` stacked on a new first axis (an all-gather), in
+    replica order; elsewhere `value[None]`."""
+    value = keras.ops.expand_dims(value, 0)
+    ctx = _tf_replica_ctx()
+    return value if ctx is None else ctx.all_gather(value, axis=0)
+
+
+def replica_logs_for_keras(logs):
+    """The logs a step returns, shaped for Keras's reduction over replicas:
+    under several TensorFlow workers Keras 3.15 reduces each with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar, so
+    each (already equal on every replica) becomes shape `(1,)` and comes
+    back a scalar."""
+    strategy = tf_workers()
+    if strategy is None or _tf_replica_ctx() is None:
+        return logs
+    return {k: keras.ops.reshape(v, (1,)) for k, v in logs.items()}
+
+
+def step_replicas():
+    """How many replicas run the training step being traced, each on its own
+    share of the batch and able to all-reduce inside it (`replicas_mean`,
+    `replicas_gather`): TensorFlow's `tf.distribute` replicas; 1 elsewhere
+    (JAX runs one global program, PyTorch DDP's ranks reduce gradients only)."""
+    ctx = _tf_replica_ctx()
+    return 1 if ctx is None else ctx.num_replicas_in_sync
+
+
+def _tf_replica_ctx():
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return None
+    return ctx
+
+
+def per_process_input(model, data):
+    """What `fit` should get for `data`, this process's share of every global
+    batch: `data` itself, except under several TensorFlow workers, where
+    Keras would shard and re-batch the input again (`tf.distribute`'s
+    auto-sharding): there a distributed dataset that hands this worker's
+    replica its share unchanged. Accepts a `tf.data.Dataset` or a dataset
+    with `element_spec` and `__getitem__` (`keras_cdm.data.StageDataset`)."""
+    strategy = tf_workers()
+    if strategy is None or getattr(model, "distribute_strategy", None) is not strategy:
+        return data
+    import itertools
+
+    import tensorflow as tf
+
+    if not isinstance(data, tf.data.Dataset):
+        batches = data
+
+        def generate():
+            for index in itertools.count():
+                yield batches[index]
+
+        def tensor_spec(spec):  # spec: objects with shape and dtype, in tuples or dicts
+            if isinstance(spec, dict):
+                return {k: tensor_spec(v) for k, v in spec.items()}
+            if hasattr(spec, "shape") and hasattr(spec, "dtype"):
+                return tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype))
+            return tuple(tensor_spec(v) for v in spec)
+
+        signature = tensor_spec(batches.element_spec)
+        data = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        data = data.prefetch(2)
+    if strategy.num_replicas_in_sync != _tf_worker_rank(strategy)[1]:
+        raise NotImplementedError(
+            "Several TensorFlow workers with more than one device each are not supported "
+            f"yet ({strategy.num_replicas_in_sync} replicas over "
+            f"{_tf_worker_rank(strategy)[1]} workers); run one worker per device."
+        )
+    return strategy.distribute_datasets_from_function(lambda context: data)
 
 
 def multi_step_function(model, kind):
@@ -626,7 +821,8 @@ JAX_PROCESS_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PR
 def launch_prefix(world):
     """The start of a shell command that relaunches this run with its
     `world` processes: `KERAS_BACKEND=... python` for one; `torchrun` with
-    the same layout on PyTorch; this process's `JAX_*` variables on JAX."""
+    the same layout on PyTorch; this process's `JAX_*` variables on JAX,
+    its `TF_CONFIG` on TensorFlow."""
     import os
 
     command = [f"KERAS_BACKEND={keras.backend.backend()}", "python"]
@@ -635,6 +831,10 @@ def launch_prefix(world):
         command[1:] = ["torchrun", f"--nnodes={world // local}", f"--nproc_per_node={local}"]
         if world > local:
             command.append("--rdzv_endpoint=HOST:PORT")
+    elif world > 1 and keras.backend.backend() == "tensorflow":
+        import shlex
+
+        command[:0] = ["TF_CONFIG=" + shlex.quote(os.environ["TF_CONFIG"])]
     elif world > 1:
         command[:0] = [f"{n}={os.environ[n]}" for n in JAX_PROCESS_VARIABLES]
     return command

@@ -15,6 +15,8 @@ import keras
 
 from keras_cdm.backend import default_jit_compile
 from keras_cdm.backend import process_group
+from keras_cdm.backend import start_tf_workers
+from keras_cdm.backend import tf_workers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +47,9 @@ def configure_data_parallel():
     `scope`, with its `jit_compile`.
     JAX: `keras.distribution.DataParallel` over all devices (multi-host after
     `keras.distribution.initialize()`, which reads the usual JAX coordinator
-    environment). TensorFlow: `TPUStrategy` on a TPU, `MirroredStrategy` over
-    several GPUs; with `TF_CONFIG` set (several workers) `NotImplementedError`,
-    which says what to use instead.
+    environment). TensorFlow: `TPUStrategy` on a TPU, with `TF_CONFIG` set
+    `MultiWorkerMirroredStrategy` over the workers it names (one device
+    each), else `MirroredStrategy` over several GPUs.
     PyTorch: under `torchrun` (`WORLD_SIZE` > 1) one process per device in a
     `torch.distributed` group (NCCL on GPUs, gloo on CPUs), gradients averaged
     by `keras_cdm.backend.setup_torch_ddp`; otherwise one device.
@@ -81,10 +83,15 @@ def configure_data_parallel():
             tf.tpu.experimental.initialize_tpu_system(resolver)
             strategy = tf.distribute.TPUStrategy(resolver)
         except (ValueError, tf.errors.NotFoundError):
-            if os.environ.get("TF_CONFIG"):
-                raise NotImplementedError(MULTI_WORKER_TF)
+            if tf_workers() is not None:
+                strategy = tf_workers()
             elif len(tf.config.list_logical_devices("GPU")) > 1:
                 strategy = tf.distribute.MirroredStrategy()
+        if strategy is tf_workers() and strategy is not None:
+            rank, world = process_group()
+            return _setup(
+                f"tf MultiWorkerMirroredStrategy: worker {rank} of {world}", strategy.scope()
+            )
         if strategy is not None:
             return _setup(
                 f"tf {type(strategy).__name__} over {strategy.num_replicas_in_sync} replicas",
@@ -104,17 +111,6 @@ def _setup(description, strategy_scope=None):
     )
 
 
-# Tried with two workers on localhost (TF_CONFIG, the recipe, Keras 3.15):
-# the first `fit` fails in Keras's TensorFlow trainer, which reduces the
-# first distributed batch with `strategy.reduce` (to build the model) and
-# MultiWorkerMirroredStrategy cannot reduce that eager PerReplica value.
-MULTI_WORKER_TF = (
-    "TF_CONFIG is set, but several TensorFlow workers (MultiWorkerMirroredStrategy) do "
-    "not train yet: Keras's TensorFlow trainer fails at the first step under it. Train on "
-    "several hosts with KERAS_BACKEND=jax (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
-    "JAX_PROCESS_ID) or torch (torchrun); see the README's Devices table. Unset TF_CONFIG "
-    "to train on this host alone."
-)
 _joined = []  # JAX: this process joined its coordinator
 
 
@@ -132,6 +128,8 @@ def initialize_processes():
         # after which it can no longer join others.)
         _initialize_jax_processes()
         _joined.append(True)
+    if backend == "tensorflow":
+        start_tf_workers()
     if backend == "torch" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch
         import torch.distributed as dist

@@ -629,12 +629,14 @@ def fit_to_step(model, dataset, done, steps, every, callbacks, stop, spe=1, data
         # Epochs end on multiples of `every` (checkpoints); a resumed run
         # whose step is between two first finishes that interval.
         first = min(every - done % every, steps - done) if done % every else 0
-        data = dataset.skip(done) if done else dataset
+        data = keras_cdm.backend.per_process_input(model, dataset.skip(done) if done else dataset)
         # A run resumed from a checkpoint written with another
         # --steps_per_execution first steps to a multiple of this one.
         set_steps_per_execution(model, spe if first % spe == 0 else 1)
         if first:
-            model.fit(data, epochs=1, steps_per_epoch=first, callbacks=callbacks, verbose=0)
+            model.fit(
+                data, epochs=1, steps_per_epoch=first, callbacks=callbacks, shuffle=False, verbose=0
+            )
         else:
             model.fit(
                 data,
@@ -642,6 +644,7 @@ def fit_to_step(model, dataset, done, steps, every, callbacks, stop, spe=1, data
                 initial_epoch=done // every,
                 steps_per_epoch=every,
                 callbacks=callbacks + [StopAtStep(done, steps)],
+                shuffle=False,  # the datasets shuffle themselves, per seed
                 verbose=0,
             )
         if current_step(model) == done:

@@ -162,10 +162,15 @@ def check_dataset_spec(stage, dataset):
         return hasattr(s, "shape") and hasattr(s, "dtype")
 
     def dummy(s):
+        # A `tf.distribute` dataset's spec holds one spec per local replica
+        # (`PerReplicaSpec`); each has the element's shape and dtype.
+        s = s if is_spec(s) else getattr(s, "_value_specs", (s,))[0]
         shape = tuple(1 if d is None else d for d in s.shape)
         return np.zeros(shape, dtype=getattr(s.dtype, "as_numpy_dtype", s.dtype))
 
-    if is_spec(spec):  # images alone (an unconditional stage's batches)
+    if is_spec(spec) or hasattr(
+        spec, "_value_specs"
+    ):  # images alone (an unconditional stage's batches)
         x, y = dummy(spec), None
     elif not isinstance(spec, (tuple, dict)):
         return

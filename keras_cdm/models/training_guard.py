@@ -21,9 +21,14 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cdm.backend import first_local_batch
 from keras_cdm.backend import keep_variables_on_failure
 from keras_cdm.backend import multi_step_function
 from keras_cdm.backend import portable_compile_config
+from keras_cdm.backend import replica_logs_for_keras
+from keras_cdm.backend import replicas_gather
+from keras_cdm.backend import replicas_mean
+from keras_cdm.backend import step_replicas
 from keras_cdm.utils import interrupts
 from keras_cdm.utils.seeds import check_seed
 
@@ -186,6 +191,43 @@ class GuardedFit:
             if stop.received is not None:  # after the last batch: still not lost
                 raise KeyboardInterrupt
         return history
+
+    def train_step(self, *args, **kwargs):
+        return self._logs_of_all_replicas(super().train_step(*args, **kwargs))
+
+    def test_step(self, *args, **kwargs):
+        return self._logs_of_all_replicas(super().test_step(*args, **kwargs))
+
+    def _logs_of_all_replicas(self, logs):
+        """Under `tf.distribute` with several replicas, each replica's logs
+        become the whole global batch's: the mean of each loss term, and the
+        input guard's first flagged batch with the union of the problems
+        flagged on any replica (a mean of flag bits would name the wrong
+        problem). Elsewhere (one replica, JAX's global program) unchanged."""
+        if step_replicas() == 1:
+            return logs
+        logs = dict(logs)
+        flags, index = logs.pop(GUARD_METRIC, None), logs.pop(GUARD_BATCH, None)
+        logs = {name: replicas_mean(value) for name, value in logs.items()}
+        if flags is not None:
+            flags = ops.cast(replicas_gather(flags), "int32")
+            union = 0
+            for bit in (BAD_LABELS, BAD_IMAGES, NONFINITE_LOSS):
+                union += bit * ops.cast(ops.any(ops.bitwise_and(flags, bit) > 0), "int32")
+            index = replicas_gather(ops.cast(index, "int32"))
+            first = ops.min(ops.where(index > 0, index, ops.max(index) + 1))
+            logs[GUARD_METRIC] = ops.cast(union, "float32")
+            logs[GUARD_BATCH] = ops.where(union > 0, first, 0)
+        return replica_logs_for_keras(logs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras's TensorFlow trainer only: under several workers it cannot
+        # reduce the first batch itself (`keras_cdm.backend.first_local_batch`).
+        if iterator is not None and data_batch is None:
+            data_batch = first_local_batch(self.distribute_strategy, iterator)
+            if data_batch is not None:
+                iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _multi_step_or_keras(self, kind, force, keras_make):
         # `steps_per_execution` on PyTorch too (Keras refuses it there).
