@@ -1,14 +1,16 @@
-"""A recipe as two JAX processes on localhost (`jax.distributed`, gloo CPU
-collectives, the README's JAX_* variables): the same losses and weights as
-one process on the same global batch, each process feeding only its share,
-one checkpoint written once, and a run whose processes are all killed and
-restarted with `--resume` ending at the same step with the same weights;
-then sampling spread over both processes (and two devices in each) gives
+"""A recipe as two processes on localhost, with the README's variables:
+JAX processes (`jax.distributed`, gloo CPU collectives, `JAX_*`) and
+TensorFlow workers (`TF_CONFIG`, `MultiWorkerMirroredStrategy`). The same
+losses and weights as one process on the same global batch, each process
+feeding only its share, one checkpoint written once, and a run whose
+processes are all killed and restarted with `--resume` ending at the same
+step with the same weights; then sampling spread over both processes gives
 one process's images.
 (PyTorch's torchrun: tests/models/test_distribution.py and
 tests/recipes/test_signals.py.)"""
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -26,7 +28,9 @@ import keras_cdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = [pytest.mark.timeout(900)]
-jax_only = pytest.mark.skipif(BACKEND != "jax", reason="jax.distributed processes")
+several = pytest.mark.skipif(
+    BACKEND not in ("jax", "tensorflow"), reason="jax.distributed processes or TF_CONFIG workers"
+)
 FLAGS = ["--smoke", "--seed", "3", "--checkpoint_every", "2", "--batch_size", "4"]
 
 
@@ -59,18 +63,24 @@ def _end_leftover_processes():
 
 
 def start_processes(script, argv, processes, log_prefix, **env):
-    """`processes` JAX processes of `script` joined by a localhost
-    coordinator (one process: no coordinator); logs at `log_prefix.PID.log`."""
-    port = free_port()
+    """`processes` processes of `script` on this test's backend, joined as
+    the README says (one process: alone): JAX processes by a localhost
+    coordinator, TensorFlow workers by `TF_CONFIG`; logs at
+    `log_prefix.PID.log`."""
+    ports = [free_port() for _ in range(processes)]
     procs = []
     for pid in range(processes):
-        variables = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", **env)
-        if processes > 1:
+        variables = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="3", **env)
+        if processes > 1 and BACKEND == "jax":
             variables.update(
-                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{ports[0]}",
                 JAX_NUM_PROCESSES=str(processes),
                 JAX_PROCESS_ID=str(pid),
             )
+        elif processes > 1:
+            cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+            config = {"cluster": cluster, "task": {"type": "worker", "index": pid}}
+            variables["TF_CONFIG"] = json.dumps(config)
         log = open(f"{log_prefix}.{pid}.log", "w")
         proc = subprocess.Popen(
             [sys.executable, script] + argv,
@@ -99,26 +109,31 @@ def rows(out):
         return list(csv.DictReader(f))
 
 
-@jax_only
-def test_two_jax_processes_train_as_one(tmp_path):
+@several
+def test_two_processes_train_as_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     finish(launch(one, 4, 1))
     stdout = finish(launch(two, 4, 2))
-    assert "jax DataParallel over 2 devices, 2 processes" in stdout[0]
+    for rank in (0, 1):
+        expected = {
+            "jax": "jax DataParallel over 2 devices, 2 processes",
+            "tensorflow": f"tf MultiWorkerMirroredStrategy: worker {rank} of 2",
+        }[BACKEND]
+        assert expected in stdout[rank]
+    assert "Traceback" not in stdout[0] + stdout[1]
     # One global batch of 4 = two shares of 2: the same losses as one process
     # (had each fed the whole batch, the global batch would be 8).
     a, b = rows(one), rows(two)
     assert [r["step"] for r in b] == ["2", "4"]
     for ra, rb in zip(a, b):
         assert float(rb["loss"]) == pytest.approx(float(ra["loss"]), rel=1e-4)
-    # One checkpoint and one final stage, written by process 0 alone.
-    assert sorted(os.listdir(two)) == [
-        "base16.keras",
-        "checkpoint.keras",
-        "log.csv",
-        "run.json",
-        "train.log",
-    ]
+    # One checkpoint and one final stage, written by process 0 alone (a
+    # sample grid too where sampling needs no other process: TensorFlow).
+    grid = ["samples_final.png"] if BACKEND == "tensorflow" else []
+    assert sorted(os.listdir(two)) == sorted(
+        ["base16.keras", "checkpoint.keras", "log.csv", "run.json", "train.log"] + grid
+    )
+    assert "checkpoint at step 2" in stdout[0] and "checkpoint" not in stdout[1]
     # Float noise only (CPU reductions differ between processes and runs;
     # Adam's normalised update can raise it to ~lr per element and step).
     single = keras.saving.load_model(one / "base16.keras")
@@ -126,8 +141,9 @@ def test_two_jax_processes_train_as_one(tmp_path):
     for w1, w2 in zip(single.network.weights, double.network.weights):
         np.testing.assert_allclose(to_numpy(w1), to_numpy(w2), atol=2 * 1e-4 * 4)
 
-    # Sampling spread over the two processes, each batch over two devices
-    # per process: the same images as this one process on one device.
+    # Sampling spread over the two processes (JAX: each batch over two
+    # devices per process): the same images as this one process on one device.
+    devices = 2 if BACKEND == "jax" else 1
     argv = [str(two / "base16.keras"), "--num_images", "5", "--num_steps", "3"]
     argv += ["--sampler", "ddpm", "--seed", "4", "--output_dir", str(tmp_path / "samples")]
     procs = start_processes(
@@ -138,8 +154,8 @@ def test_two_jax_processes_train_as_one(tmp_path):
         XLA_FLAGS="--xla_force_host_platform_device_count=2",
     )
     stdout = finish(procs)
-    assert "process 0 of 2: images 0-2 of 5, each batch over 2 devices" in stdout[0]
-    assert "process 1 of 2: images 3-4 of 5, each batch over 2 devices" in stdout[1]
+    assert f"process 0 of 2: images 0-2 of 5, each batch over {devices} devices" in stdout[0]
+    assert f"process 1 of 2: images 3-4 of 5, each batch over {devices} devices" in stdout[1]
     assert "wrote" in stdout[0] and "wrote" not in stdout[1]
     spread = np.load(tmp_path / "samples" / "samples.npz")
     cascade = keras_cdm.CascadeSampler([str(two / "base16.keras")], num_steps=3, sampler="ddpm")
@@ -149,8 +165,8 @@ def test_two_jax_processes_train_as_one(tmp_path):
 
 
 @pytest.mark.large
-@jax_only
-def test_two_jax_processes_killed_and_resumed_end_as_uninterrupted(tmp_path):
+@several
+def test_two_processes_killed_and_resumed_end_as_uninterrupted(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     finish(launch(full, 6, 2))
     procs = launch(killed, 6, 2)
