@@ -536,8 +536,28 @@ def start_tf_workers():
     if not _TF_WORKERS:
         import tensorflow as tf
 
-        _TF_WORKERS.append(tf.distribute.MultiWorkerMirroredStrategy())
+        with keep_python_signal_handlers():
+            _TF_WORKERS.append(tf.distribute.MultiWorkerMirroredStrategy())
     return _TF_WORKERS[0]
+
+
+@contextlib.contextmanager
+def keep_python_signal_handlers():
+    """Installs the Python SIGINT/SIGTERM handlers in place on entry again
+    on exit. Joining other processes (`jax.distributed`, TensorFlow's
+    workers) starts the runtime's preemption notifier, which takes SIGTERM
+    over below Python: a recipe's handler would never run and a scheduler's
+    SIGTERM would be ignored."""
+    import signal
+
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            if main and handler is not None:
+                signal.signal(signum, handler)
 
 
 def tf_workers():
@@ -832,9 +852,7 @@ def launch_prefix(world):
         if world > local:
             command.append("--rdzv_endpoint=HOST:PORT")
     elif world > 1 and keras.backend.backend() == "tensorflow":
-        import shlex
-
-        command[:0] = ["TF_CONFIG=" + shlex.quote(os.environ["TF_CONFIG"])]
+        command[:0] = ["TF_CONFIG=" + os.environ["TF_CONFIG"]]
     elif world > 1:
         command[:0] = [f"{n}={os.environ[n]}" for n in JAX_PROCESS_VARIABLES]
     return command

@@ -14,6 +14,7 @@ import os
 import keras
 
 from keras_cdm.backend import default_jit_compile
+from keras_cdm.backend import keep_python_signal_handlers
 from keras_cdm.backend import process_group
 from keras_cdm.backend import start_tf_workers
 from keras_cdm.backend import tf_workers
@@ -126,7 +127,8 @@ def initialize_processes():
     if backend == "jax" and os.environ.get("JAX_COORDINATOR_ADDRESS") and not _joined:
         # (Asking JAX how many processes there are would start its backend,
         # after which it can no longer join others.)
-        _initialize_jax_processes()
+        with keep_python_signal_handlers():
+            _initialize_jax_processes()
         _joined.append(True)
     if backend == "tensorflow":
         start_tf_workers()

@@ -10,6 +10,7 @@ import inspect
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -769,7 +770,14 @@ def resume_command(stage, argv, world=1):
     recipe = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"train_{stage}.py")
     argv = list(argv) + ([] if "--resume" in argv else ["--resume"])
     command = keras_cdm.backend.launch_prefix(world)
-    return shlex.join(command + [os.path.relpath(recipe)] + argv)
+    # NAME=value words set the environment: only the value may be quoted.
+    words = [
+        f"{w.split('=', 1)[0]}={shlex.quote(w.split('=', 1)[1])}"
+        if re.match(r"[A-Z_][A-Z0-9_]*=", w)
+        else shlex.quote(w)
+        for w in command
+    ]
+    return " ".join(words + [shlex.quote(w) for w in [os.path.relpath(recipe)] + argv])
 
 
 class StageError(RecipeError, ValueError):

@@ -220,3 +220,44 @@ def test_torchrun_processes_sample_as_one(tmp_path):
     here = cascade.sample(np.arange(5) % 3, seed=4, output="uint8")
     np.testing.assert_array_equal(spread["labels"], np.arange(5) % 3)
     assert np.abs(spread["images"].astype(int) - here.astype(int)).max() <= 1
+
+
+@several
+def test_sigterm_stops_every_process_after_the_same_step_and_the_printed_command_resumes(
+    tmp_path,
+):
+    """What a scheduler does to a multi-host job: SIGTERM to every process.
+    (Both engines' processes once ignored it: joining the others hands
+    SIGTERM to the runtime's own preemption notifier.)"""
+    out = tmp_path / "run"
+    procs = launch(out, 12, 2)
+    deadline = time.time() + 600
+    while not os.path.exists(out / "checkpoint.keras"):
+        assert all(p.poll() is None for p in procs) and time.time() < deadline
+        time.sleep(0.02)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(timeout=300)
+    logs = [open(p.log).read() for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], logs[0][-2000:] + logs[1][-2000:]
+    step = int(rows(out)[-1]["step"])
+    assert step < 12
+    assert f"stopped by SIGTERM at step {step} of 12" in logs[0]
+    command = logs[0].split("resume with: ")[1].splitlines()[0]
+    # Each process resumes with its own identity (the printed command is process 0's).
+    first = {"jax": "JAX_PROCESS_ID=0", "tensorflow": '"index": 0'}[BACKEND]
+    assert first in command
+    resumed = []
+    for pid in range(2):
+        mine = command.replace(first, first.replace("0", str(pid)))
+        log = open(tmp_path / f"resume.{pid}.log", "w")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.Popen(
+            ["bash", "-c", mine], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        proc.log = log.name
+        STARTED.append(proc)
+        resumed.append(proc)
+    finish(resumed)
+    assert [r["step"] for r in rows(out)][-1] == "12"
