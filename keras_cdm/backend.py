@@ -682,12 +682,6 @@ def per_process_input(model, data):
         signature = tensor_spec(batches.element_spec)
         data = tf.data.Dataset.from_generator(generate, output_signature=signature)
         data = data.prefetch(2)
-    if strategy.num_replicas_in_sync != _tf_worker_rank(strategy)[1]:
-        raise NotImplementedError(
-            "Several TensorFlow workers with more than one device each are not supported "
-            f"yet ({strategy.num_replicas_in_sync} replicas over "
-            f"{_tf_worker_rank(strategy)[1]} workers); run one worker per device."
-        )
     return strategy.distribute_datasets_from_function(lambda context: data)
 
 

@@ -90,6 +90,15 @@ def configure_data_parallel():
                 strategy = tf.distribute.MirroredStrategy()
         if strategy is tf_workers() and strategy is not None:
             rank, world = process_group()
+            if strategy.num_replicas_in_sync != world:
+                # Each worker's share is fed to its one replica unchanged
+                # (`keras_cdm.backend.per_process_input`).
+                raise NotImplementedError(
+                    f"TF_CONFIG names {world} workers, but they hold "
+                    f"{strategy.num_replicas_in_sync} devices: several TensorFlow workers "
+                    "train with one device each. Start one worker per device (limit each "
+                    "with CUDA_VISIBLE_DEVICES)."
+                )
             return _setup(
                 f"tf MultiWorkerMirroredStrategy: worker {rank} of {world}", strategy.scope()
             )
