@@ -603,20 +603,51 @@ def first_local_batch(strategy, epoch_iterator):
     return None
 
 
-def replicas_mean(value):
-    """Inside a TensorFlow training step run on several replicas: the mean
-    of `value` over the replicas (an all-reduce); elsewhere `value`."""
+def step_replicas(across_processes=True):
+    """How many replicas run the step being traced or run, each on its own
+    share of the batch, and can all-reduce inside it (`replicas_mean`,
+    `replicas_gather`): TensorFlow's `tf.distribute` replicas; with
+    `across_processes`, PyTorch DDP's ranks (each runs the step itself).
+    1 elsewhere (JAX runs one global program)."""
     ctx = _tf_replica_ctx()
-    return value if ctx is None else ctx.all_reduce("MEAN", value)
+    if ctx is not None:
+        return ctx.num_replicas_in_sync
+    if across_processes and keras.backend.backend() == "torch":
+        return torch_process_group()[1]
+    return 1
+
+
+def replicas_mean(value):
+    """Inside a step run on several replicas (`step_replicas`): the mean of
+    `value` over them (an all-reduce); elsewhere `value`."""
+    ctx = _tf_replica_ctx()
+    if ctx is not None:
+        return ctx.all_reduce("MEAN", value)
+    if keras.backend.backend() == "torch" and torch_process_group()[1] > 1:
+        import torch.distributed as dist
+
+        total = keras.ops.convert_to_tensor(value, "float32").detach().clone()
+        dist.all_reduce(total)
+        return total / dist.get_world_size()
+    return value
 
 
 def replicas_gather(value):
-    """Inside a TensorFlow training step run on several replicas: every
+    """Inside a step run on several replicas (`step_replicas`): every
     replica's `value` stacked on a new first axis (an all-gather), in
     replica order; elsewhere `value[None]`."""
-    value = keras.ops.expand_dims(value, 0)
     ctx = _tf_replica_ctx()
-    return value if ctx is None else ctx.all_gather(value, axis=0)
+    if ctx is not None:
+        return ctx.all_gather(keras.ops.expand_dims(value, 0), axis=0)
+    if keras.backend.backend() == "torch" and torch_process_group()[1] > 1:
+        import torch
+        import torch.distributed as dist
+
+        value = keras.ops.convert_to_tensor(value).detach().clone()
+        parts = [torch.empty_like(value) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, value)
+        return torch.stack(parts)
+    return keras.ops.expand_dims(value, 0)
 
 
 def replica_logs_for_keras(logs):
@@ -629,15 +660,6 @@ def replica_logs_for_keras(logs):
     if strategy is None or _tf_replica_ctx() is None:
         return logs
     return {k: keras.ops.reshape(v, (1,)) for k, v in logs.items()}
-
-
-def step_replicas():
-    """How many replicas run the training step being traced, each on its own
-    share of the batch and able to all-reduce inside it (`replicas_mean`,
-    `replicas_gather`): TensorFlow's `tf.distribute` replicas; 1 elsewhere
-    (JAX runs one global program, PyTorch DDP's ranks reduce gradients only)."""
-    ctx = _tf_replica_ctx()
-    return 1 if ctx is None else ctx.num_replicas_in_sync
 
 
 def _tf_replica_ctx():
@@ -844,7 +866,14 @@ def launch_prefix(world):
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
         command[1:] = ["torchrun", f"--nnodes={world // local}", f"--nproc_per_node={local}"]
         if world > local:
-            command.append("--rdzv_endpoint=HOST:PORT")
+            # Several nodes: this node's rank; the rendezvous address when
+            # torchrun's static rendezvous made it the master's (else a
+            # placeholder to fill in).
+            command.append(f"--node_rank={os.environ.get('GROUP_RANK', 'I')}")
+            endpoint = "HOST:PORT"
+            if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+                endpoint = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+            command.append(f"--rdzv_endpoint={endpoint}")
     elif world > 1 and keras.backend.backend() == "tensorflow":
         command[:0] = ["TF_CONFIG=" + os.environ["TF_CONFIG"]]
     elif world > 1:

@@ -196,15 +196,20 @@ class GuardedFit:
         return self._logs_of_all_replicas(super().train_step(*args, **kwargs))
 
     def test_step(self, *args, **kwargs):
-        return self._logs_of_all_replicas(super().test_step(*args, **kwargs))
+        # (Not across PyTorch processes: `evaluate` on one rank must not wait.)
+        logs = super().test_step(*args, **kwargs)
+        return self._logs_of_all_replicas(logs, across_processes=False)
 
-    def _logs_of_all_replicas(self, logs):
-        """Under `tf.distribute` with several replicas, each replica's logs
-        become the whole global batch's: the mean of each loss term, and the
-        input guard's first flagged batch with the union of the problems
-        flagged on any replica (a mean of flag bits would name the wrong
-        problem). Elsewhere (one replica, JAX's global program) unchanged."""
-        if step_replicas() == 1:
+    def _logs_of_all_replicas(self, logs, across_processes=True):
+        """With several replicas (`tf.distribute`, PyTorch DDP's processes),
+        each replica's logs become the whole global batch's: the mean of each
+        loss term, and the input guard's first flagged batch with the union
+        of the problems flagged on any replica. So every process logs the
+        global loss, and every process stops at a batch flagged on any one
+        (one that stopped alone would leave the others waiting); a mean of
+        flag bits would name the wrong problem. One replica (or JAX's global
+        program): unchanged."""
+        if step_replicas(across_processes) == 1:
             return logs
         logs = dict(logs)
         flags, index = logs.pop(GUARD_METRIC, None), logs.pop(GUARD_BATCH, None)
@@ -219,6 +224,14 @@ class GuardedFit:
             logs[GUARD_METRIC] = ops.cast(union, "float32")
             logs[GUARD_BATCH] = ops.where(union > 0, first, 0)
         return replica_logs_for_keras(logs)
+
+    def _get_metrics_result_or_logs(self, logs):
+        # Keras builds an epoch's logs from this process's own metrics; with
+        # several PyTorch processes the last step's logs, already over all
+        # of them (`_logs_of_all_replicas`), are the ones to report.
+        if step_replicas() > 1 and isinstance(logs, dict) and logs:
+            return logs
+        return super()._get_metrics_result_or_logs(logs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras's TensorFlow trainer only: under several workers it cannot
