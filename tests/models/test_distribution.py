@@ -136,7 +136,25 @@ weights = [keras.ops.convert_to_numpy(w) for w in model.network.weights]
 ema = [keras.ops.convert_to_numpy(w) for w in model.ema_network.weights]
 np.savez(os.path.join(out, f"world{world}_rank{rank}.npz"), loss=np.array(hist.history["loss"]),
          *weights, **{f"ema{i}": e for i, e in enumerate(ema)})
-print("ok")
+
+
+class LastRankBad(keras.utils.PyDataset):  # checked in the step, batch by batch
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        xb, yb = x[idx][i * per:(i + 1) * per].copy(), y[idx][i * per:(i + 1) * per]
+        if i == 1 and rank == world - 1:
+            xb[0, 0, 0, 0] = 5.0
+        return xb, yb
+
+
+# A bad pixel on the last rank only: every rank stops at that step.
+try:
+    model.fit(LastRankBad(), epochs=1, shuffle=False, verbose=0)
+    print("no error")
+except ValueError as e:
+    print("guard:", str(e).split(". ")[0])
 """
 
 
@@ -166,6 +184,8 @@ def test_torch_ddp_keeps_replicas_identical_and_matches_one_process(tmp_path):
             timeout=900,
         )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        stopped = "guard: Training stopped at step 6: the batch had non-finite pixels or "
+        assert proc.stdout.count(stopped) == (2 if len(launcher) > 1 else 1), proc.stdout
     r0, r1 = (np.load(tmp_path / f"world2_rank{r}.npz") for r in (0, 1))
     one = np.load(tmp_path / "world1_rank0.npz")
     keys = [k for k in r0.files if k != "loss"]
