@@ -2,7 +2,7 @@
 
     KERAS_BACKEND=jax python recipes/train_sr32to64.py --preset tiny --dataset synthetic
 
-Flags: see `recipes/common.py` (`--help`). `--smoke` runs the same path in seconds.
+Flags: `--help` (defined in `recipes/recipe_flags.py`). `--smoke` runs the same path in seconds.
 """
 
 from common import main
