@@ -247,9 +247,14 @@ def test_torchrun_processes_sample_as_one(tmp_path):
     assert np.abs(spread["images"].astype(int) - here.astype(int)).max() <= 1
 
 
+# PyTorch's with `-m large`: torchrun's own forwarding of a signal to both
+# processes is tested by default in tests/recipes/test_signals.py.
+@pytest.mark.parametrize(
+    "_", [pytest.param(0, marks=[pytest.mark.large] if BACKEND == "torch" else [])]
+)
 @several
 def test_sigterm_stops_every_process_after_the_same_step_and_the_printed_command_resumes(
-    tmp_path,
+    _, tmp_path
 ):
     """What a scheduler does to a multi-host job: SIGTERM to every process.
     (Both engines' processes once ignored it: joining the others hands
