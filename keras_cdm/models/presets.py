@@ -21,7 +21,6 @@ import dataclasses
 import os
 
 from keras_cdm.networks.architectures import ARCHITECTURES
-from keras_cdm.networks.architectures import PAPER_NAMES
 
 _DIFFUSION_LOW = {
     # 4000 steps, learned variance, hybrid loss at 32 and 64 (Appendix B).
@@ -87,71 +86,52 @@ class StagePreset:
         return copy.deepcopy(ARCHITECTURES[self.architecture]["config"])
 
 
-# Appendix B: batch sizes and steps of the paper's training.
-_PAPER_TRAINING = {
-    "base32": (2048, 700_000, "base 32x32 (paper, Appendix B)"),
-    "sr32to64": (2048, 400_000, "SR 32→64 (paper, Appendix B), Gaussian augmentation"),
-    "sr64to128": (1024, 500_000, "SR 64→128 (paper, Appendix B), blur augmentation"),
-    "sr64to256": (1024, 500_000, "SR 64→256 (paper, Appendix B), blur augmentation"),
-    "base16": (2048, 700_000, "base 16x16 (paper's 16→64 ablation, assumed architecture)"),
-    "sr16to64": (2048, 400_000, "SR 16→64 (paper's ablation), Gaussian augmentation"),
-    "sr16to32": (2048, 400_000, "SR 16→32 (this project's CIFAR-10 ablation)"),
-}
+# Every preset, one row each: name (also its architecture in
+# `keras_cdm.networks.ARCHITECTURES`), diffusion, global batch, training
+# steps, EMA decay, model class, conditioning augmentation (the paper's:
+# Gaussian up to 64x64, blur at 128 and 256) and description. Paper rows
+# follow Appendix B's batch sizes and steps.
+_BASE, _SR = "DiffusionModel", "SuperResDiffusionModel"
+_LOW, _HIGH, _CPU, _CPU_SR = _DIFFUSION_LOW, _DIFFUSION_HIGH, _DIFFUSION_CPU, _DIFFUSION_CPU_SR
+# fmt: off
+_TABLE = [
+    ("base32", _LOW, 2_048, 700_000, 0.9999, _BASE, None, "base 32x32 (paper, Appendix B)"),
+    ("base32_small", _CPU, 32, 20_000, 0.9999, _BASE, None, "base 32x32, small CPU variant"),
+    ("base32_tiny", _CPU, 32, 20_000, 0.999, _BASE, None, "base 32x32, tiny variant for tests and the demo"),
+    ("sr32to64", _LOW, 2_048, 400_000, 0.9999, _SR, "gaussian", "SR 32→64 (paper, Appendix B), Gaussian augmentation"),
+    ("sr32to64_small", _CPU_SR, 32, 20_000, 0.9999, _SR, "gaussian", "SR 32→64, small CPU variant"),
+    ("sr32to64_tiny", _CPU_SR, 32, 20_000, 0.999, _SR, "gaussian", "SR 32→64, tiny variant for tests and the demo"),
+    ("sr64to128", _HIGH, 1_024, 500_000, 0.9999, _SR, "blur", "SR 64→128 (paper, Appendix B), blur augmentation"),
+    ("sr64to128_small", _CPU_SR, 32, 20_000, 0.9999, _SR, "blur", "SR 64→128, small CPU variant"),
+    ("sr64to128_tiny", _CPU_SR, 32, 20_000, 0.999, _SR, "blur", "SR 64→128, tiny variant for tests and the demo"),
+    ("sr64to256", _HIGH, 1_024, 500_000, 0.9999, _SR, "blur", "SR 64→256 (paper, Appendix B), blur augmentation"),
+    ("sr64to256_small", _CPU_SR, 32, 20_000, 0.9999, _SR, "blur", "SR 64→256, small CPU variant"),
+    ("sr64to256_tiny", _CPU_SR, 32, 20_000, 0.999, _SR, "blur", "SR 64→256, tiny variant for tests and the demo"),
+    ("base16", _LOW, 2_048, 700_000, 0.9999, _BASE, None, "base 16x16 (paper's 16→64 ablation, assumed architecture)"),
+    ("base16_small", _CPU, 32, 20_000, 0.9999, _BASE, None, "base 16x16, small CPU variant"),
+    ("base16_tiny", _CPU, 32, 20_000, 0.999, _BASE, None, "base 16x16, tiny variant for tests and the demo"),
+    ("sr16to64", _LOW, 2_048, 400_000, 0.9999, _SR, "gaussian", "SR 16→64 (paper's ablation), Gaussian augmentation"),
+    ("sr16to64_small", _CPU_SR, 32, 20_000, 0.9999, _SR, "gaussian", "SR 16→64, small CPU variant"),
+    ("sr16to64_tiny", _CPU_SR, 32, 20_000, 0.999, _SR, "gaussian", "SR 16→64, tiny variant for tests and the demo"),
+    ("sr16to32", _LOW, 2_048, 400_000, 0.9999, _SR, "gaussian", "SR 16→32 (this project's CIFAR-10 ablation)"),
+    ("sr16to32_small", _CPU_SR, 32, 20_000, 0.9999, _SR, "gaussian", "SR 16→32, small CPU variant"),
+    ("sr16to32_tiny", _CPU_SR, 32, 20_000, 0.999, _SR, "gaussian", "SR 16→32, tiny variant for tests and the demo"),
+]
+# fmt: on
 
-
-def _preset(name, architecture, diffusion, batch_size, train_steps, description, ema_decay):
-    entry = ARCHITECTURES[architecture]
-    model_class = (
-        "SuperResDiffusionModel" if entry["class_name"] == "SuperResUNet" else ("DiffusionModel")
-    )
-    kwargs = {"ema_decay": ema_decay}
-    if model_class == "SuperResDiffusionModel":
-        size = entry["config"]["image_size"]
-        # The paper's choice: Gaussian noise augmentation up to 64x64, blur
-        # at 128 and 256.
-        kwargs["augmentation"] = "blur" if size >= 128 else "gaussian"
-    return StagePreset(
+PRESETS = {
+    name: StagePreset(
         name=name,
         description=description,
         model_class=model_class,
-        architecture=architecture,
+        architecture=name,
         diffusion=dict(diffusion),
-        model_kwargs=kwargs,
-        batch_size=batch_size,
-        train_steps=train_steps,
+        model_kwargs={"ema_decay": ema} | ({"augmentation": augmentation} if augmentation else {}),
+        batch_size=batch,
+        train_steps=steps,
     )
-
-
-PRESETS = {}
-for _name in PAPER_NAMES:
-    _batch, _steps, _what = _PAPER_TRAINING[_name]
-    _high = ARCHITECTURES[_name]["config"]["image_size"] >= 128
-    PRESETS[_name] = _preset(
-        _name, _name, _DIFFUSION_HIGH if _high else _DIFFUSION_LOW, _batch, _steps, _what, 0.9999
-    )
-    _cpu = (
-        _DIFFUSION_CPU_SR
-        if ARCHITECTURES[_name]["class_name"] == "SuperResUNet"
-        else _DIFFUSION_CPU
-    )
-    PRESETS[f"{_name}_small"] = _preset(
-        f"{_name}_small",
-        f"{_name}_small",
-        _cpu,
-        32,
-        20_000,
-        f"{_what.split(' (')[0]}, small CPU variant",
-        0.9999,
-    )
-    PRESETS[f"{_name}_tiny"] = _preset(
-        f"{_name}_tiny",
-        f"{_name}_tiny",
-        _cpu,
-        32,
-        20_000,
-        f"{_what.split(' (')[0]}, tiny variant for tests and the demo",
-        0.999,
-    )
+    for name, diffusion, batch, steps, ema, model_class, augmentation, description in _TABLE
+}
 
 
 def get_preset(name):
