@@ -2,6 +2,7 @@
 flags of every sampling CLI, and the one-line refusals (`RecipeError`)."""
 
 import argparse
+import dataclasses
 import importlib.util
 import inspect
 import json
@@ -196,60 +197,54 @@ def parse_args(stage, argv=None):
 
 # What a stage without recorded sampler settings samples with, unless the
 # flags say otherwise (`SamplerSettings`' defaults).
-SAMPLING_DEFAULTS = {"num_steps": None, "sampler": "ddpm", "spacing": "uniform"}
+# The command-line flag of each `SamplerSettings` field: its type or
+# choices and what it means (each takes one value for every stage or one per
+# stage). The fields in NOT_SAMPLING_FLAGS keep their defaults.
+SAMPLING_FLAGS = {
+    "num_steps": dict(type=POSITIVE_INT, help="respaced steps"),
+    "sampler": dict(
+        choices=lambda: list(keras_cdm.diffusion.solver_names()),
+        help="a registered solver (keras_cdm.diffusion.solvers)",
+    ),
+    "eta": dict(type=NON_NEGATIVE_FLOAT, help="DDIM eta"),
+    "guidance_scale": dict(
+        type=NON_NEGATIVE_FLOAT,
+        help="classifier-free guidance (e.g. 3 1: guide the base stage only); >1 needs a "
+        "stage trained with label dropout",
+    ),
+    "spacing": dict(
+        choices=lambda: list(keras_cdm.models.reverse_process.SPACINGS),
+        help="which timesteps --num_steps visits: uniform, quadratic (dense at low noise) "
+        "or trailing (a distilled student's grid)",
+    ),
+}
+NOT_SAMPLING_FLAGS = ("clip_denoised", "use_ema")
 
 
 def add_sampling_flags(p, **defaults):
     """The sampling flags of `sample_cascade.py`, `upscale.py` and
-    `tools/sweep_aug_levels.py`: each takes one value for every stage or one
-    value per stage. Unset, a stage samples with its own recorded settings
-    (a distilled student's `sampler_settings`), else with `defaults` (over
-    `SAMPLING_DEFAULTS`), which the help shows; `stage_settings_from_flags`
+    `tools/sweep_aug_levels.py`, one per `SamplerSettings` field in
+    `SAMPLING_FLAGS`: each takes one value for every stage or one value per
+    stage. Unset, a stage samples with its own recorded settings (a
+    distilled student's `sampler_settings`), else with `defaults` (over
+    `SamplerSettings`' own), which the help shows; `stage_settings_from_flags`
     resolves them."""
-    shown = dict(SAMPLING_DEFAULTS, **defaults)
-    unset = "unset: the stage's recorded settings, else "
-    p.add_argument(
-        "--num_steps",
-        type=POSITIVE_INT,
-        nargs="+",
-        default=None,
-        help="respaced steps: one for all stages or one per stage "
-        f"({unset}{shown['num_steps'] or 'all T'})",
-    )
-    p.add_argument(
-        "--sampler",
-        nargs="+",
-        default=None,
-        choices=list(keras_cdm.diffusion.solver_names()),
-        help="a registered solver (keras_cdm.diffusion.solvers): one for all stages or one "
-        f"per stage ({unset}{shown['sampler']})",
-    )
-    p.add_argument(
-        "--guidance_scale",
-        type=NON_NEGATIVE_FLOAT,
-        nargs="+",
-        default=None,
-        help="classifier-free guidance, one for all stages or one per stage "
-        "(e.g. 3 1: guide the base stage only); >1 needs a stage trained with label dropout "
-        f"({unset}1)",
-    )
-    p.add_argument(
-        "--eta",
-        type=NON_NEGATIVE_FLOAT,
-        nargs="+",
-        default=None,
-        help=f"DDIM eta, one for all stages or one per stage ({unset}0)",
-    )
-    p.add_argument(
-        "--spacing",
-        nargs="+",
-        default=None,
-        choices=list(keras_cdm.models.reverse_process.SPACINGS),
-        help="which timesteps --num_steps visits: uniform, quadratic (dense at low noise) or "
-        "trailing (a distilled student's grid), one for all stages or one per stage "
-        f"({unset}{shown['spacing']})",
-    )
-    p.set_defaults(_sampling_defaults=shown)
+    shown = dataclasses.asdict(keras_cdm.models.SamplerSettings(**defaults))
+    for field in dataclasses.fields(keras_cdm.models.SamplerSettings):
+        if field.name in NOT_SAMPLING_FLAGS:
+            continue
+        spec = dict(SAMPLING_FLAGS[field.name])
+        if "choices" in spec:
+            spec["choices"] = spec["choices"]()
+        default = shown[field.name]
+        if field.name == "num_steps" and default is None:
+            default = "all T"
+        spec["help"] += (
+            " — one for all stages or one per stage (unset: the stage's recorded settings, "
+            f"else {default})"
+        )
+        p.add_argument(f"--{field.name}", nargs="+", default=None, **spec)
+    p.set_defaults(_sampling_defaults=defaults)
 
 
 def stage_settings_from_flags(args, stages):
@@ -284,7 +279,7 @@ def sampling_kwargs(args, num_stages):
         name: None
         if getattr(args, name) is None
         else per_stage_flag(f"--{name}", getattr(args, name), num_stages)
-        for name in ("num_steps", "sampler", "guidance_scale", "eta", "spacing")
+        for name in SAMPLING_FLAGS
     }
 
 

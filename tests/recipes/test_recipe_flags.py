@@ -188,6 +188,27 @@ def test_spacing_flag_takes_one_value_or_one_per_stage(capsys):
     assert "--spacing: invalid choice: 'karras'" in capsys.readouterr().err
 
 
+def test_sampling_flags_come_from_the_sampler_settings_fields():
+    """Every `SamplerSettings` field is a flag or deliberately not one, so a
+    new field cannot go missing from the command lines; the help shows each
+    flag's default (the caller's over the dataclass's)."""
+    import dataclasses
+
+    common = importlib.import_module("common")
+    fields = {f.name for f in dataclasses.fields(keras_cdm.models.SamplerSettings)}
+    assert fields == set(common.SAMPLING_FLAGS) | set(common.NOT_SAMPLING_FLAGS)
+    p = argparse.ArgumentParser()
+    common.add_sampling_flags(p, sampler="dpm++2m", num_steps=20)
+    flags = {a.dest: a for a in p._actions}
+    assert set(common.SAMPLING_FLAGS) <= set(flags)
+    assert not set(common.NOT_SAMPLING_FLAGS) & set(flags)
+    assert "else dpm++2m)" in flags["sampler"].help and "else 20)" in flags["num_steps"].help
+    assert "else uniform)" in flags["spacing"].help
+    args = p.parse_args(["--eta", "0.5"])
+    assert common.sampling_kwargs(args, 2)["eta"] == [0.5, 0.5]
+    assert args._sampling_defaults == {"sampler": "dpm++2m", "num_steps": 20}
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
