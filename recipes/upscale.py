@@ -288,7 +288,7 @@ def main(argv=None):
     images = []
     for f in files:
         try:
-            images.append(keras_cdm.data.sources._read_rgb(f) / 127.5 - 1.0)
+            images.append(keras_cdm.data.read_rgb(f) / 127.5 - 1.0)
         except ValueError as e:  # a file Pillow cannot decode
             raise common.FlagError(str(e)) from None
     outputs = [images]

@@ -9,6 +9,7 @@ from keras_cdm.data.sources import ImageSource
 from keras_cdm.data.sources import from_arrays
 from keras_cdm.data.sources import from_image_folder
 from keras_cdm.data.sources import from_tfds
+from keras_cdm.data.sources import read_rgb
 from keras_cdm.data.sources import resolve_source
 from keras_cdm.data.sources import synthetic
 from keras_cdm.data.stage_dataset import StageDataset
@@ -21,6 +22,7 @@ __all__ = [
     "from_arrays",
     "from_image_folder",
     "from_tfds",
+    "read_rgb",
     "resolve_source",
     "save_batch_grid",
     "super_res_dataset",

@@ -75,7 +75,7 @@ class ImageSource:
         if self.images is not None:
             return self.images[index]
         if self.paths is not None:
-            return _read_rgb(self.paths[index])
+            return read_rgb(self.paths[index])
         raise TypeError("This source is a tf.data stream; it cannot be read by index.")
 
     @property
@@ -96,7 +96,7 @@ class ImageSource:
             return tf.data.Dataset.from_tensor_slices((self.images, labels))
 
         def load(path, label):
-            image = tf.numpy_function(lambda p: _read_rgb(p.decode()), [path], tf.uint8)
+            image = tf.numpy_function(lambda p: read_rgb(p.decode()), [path], tf.uint8)
             image.set_shape((None, None, 3))
             return image, label
 
@@ -186,7 +186,9 @@ def synthetic(num_images=2000, resolution=64, seed=0, num_classes=10):
     return from_arrays(images, labels, num_classes, CLASS_NAMES[:num_classes])
 
 
-def _read_rgb(path):
+def read_rgb(path):
+    """The image file at `path` as uint8 RGB pixels, shape `(H, W, 3)`; a
+    file that does not decode raises `ValueError` naming it."""
     from PIL import Image
 
     try:
