@@ -377,6 +377,25 @@ def any_process(flag):
 _TF_COLLECTIVES = {}
 
 
+def _tf_worker_collective(kind):
+    """A compiled collective over the workers of `start_tf_workers`, on one
+    value per worker: `"sum"` (reduced) or `"gather"` (concatenated on the
+    first axis in rank order). Every worker must call it."""
+    import tensorflow as tf
+
+    if kind not in _TF_COLLECTIVES:
+        strategy = tf_workers()
+
+        def combine(value):
+            per_worker = strategy.run(tf.identity, args=(value,))
+            if kind == "sum":
+                return strategy.reduce("SUM", per_worker, axis=None)
+            return strategy.gather(per_worker, axis=0)
+
+        _TF_COLLECTIVES[kind] = tf.function(combine, reduce_retracing=True)
+    return _TF_COLLECTIVES[kind]
+
+
 def tf_gather_workers(array):
     """Every worker's `array` (same shape everywhere) concatenated on the
     first axis in rank order, on every worker of `start_tf_workers` (a
@@ -384,15 +403,7 @@ def tf_gather_workers(array):
     import numpy as np
     import tensorflow as tf
 
-    strategy = tf_workers()
-    if "gather" not in _TF_COLLECTIVES:
-
-        @tf.function(reduce_retracing=True)
-        def gather(value):
-            return strategy.gather(strategy.run(tf.identity, args=(value,)), axis=0)
-
-        _TF_COLLECTIVES["gather"] = gather
-    return np.asarray(_TF_COLLECTIVES["gather"](tf.constant(array)))
+    return np.asarray(_tf_worker_collective("gather")(tf.constant(array)))
 
 
 def tf_any_worker(flag):
@@ -400,16 +411,7 @@ def tf_any_worker(flag):
     collective: every worker must call it)."""
     import tensorflow as tf
 
-    strategy = tf_workers()
-    if "any" not in _TF_COLLECTIVES:
-
-        @tf.function
-        def total(value):
-            per_replica = strategy.run(tf.identity, args=(value,))
-            return strategy.reduce("SUM", per_replica, axis=None)
-
-        _TF_COLLECTIVES["any"] = total
-    return int(_TF_COLLECTIVES["any"](tf.constant(1 if flag else 0, tf.int32))) > 0
+    return int(_tf_worker_collective("sum")(tf.constant(1 if flag else 0, tf.int32))) > 0
 
 
 def torch_any_rank(flag):
@@ -683,28 +685,41 @@ def per_process_input(model, data):
     strategy = tf_workers()
     if strategy is None or getattr(model, "distribute_strategy", None) is not strategy:
         return data
-    import itertools
-
     import tensorflow as tf
 
     if not isinstance(data, tf.data.Dataset):
-        batches = data
-
-        def generate():
-            for index in itertools.count():
-                yield batches[index]
-
-        def tensor_spec(spec):  # spec: objects with shape and dtype, in tuples or dicts
-            if isinstance(spec, dict):
-                return {k: tensor_spec(v) for k, v in spec.items()}
-            if hasattr(spec, "shape") and hasattr(spec, "dtype"):
-                return tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype))
-            return tuple(tensor_spec(v) for v in spec)
-
-        signature = tensor_spec(batches.element_spec)
-        data = tf.data.Dataset.from_generator(generate, output_signature=signature)
-        data = data.prefetch(2)
+        data = _indexed_batches_as_tf_data(data)
     return strategy.distribute_datasets_from_function(lambda context: data)
+
+
+def _indexed_batches_as_tf_data(batches):
+    """Batch 0, 1, 2, ... of `batches` (`__getitem__`, `element_spec`) as a
+    `tf.data.Dataset`, prepared on `batches.workers` threads as Keras's
+    `PyDataset` adapter would (in order)."""
+    import tensorflow as tf
+
+    def tensor_spec(spec):  # spec: objects with shape and dtype, in tuples or dicts
+        if isinstance(spec, dict):
+            return {k: tensor_spec(v) for k, v in spec.items()}
+        if hasattr(spec, "shape") and hasattr(spec, "dtype"):
+            return tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype))
+        return tuple(tensor_spec(v) for v in spec)
+
+    signature = tensor_spec(batches.element_spec)
+    flat = keras.tree.flatten(signature)
+
+    def load(index):
+        return tuple(keras.tree.flatten(batches[int(index)]))
+
+    def fetch(index):
+        parts = tf.numpy_function(load, [index], [s.dtype for s in flat])
+        for part, spec in zip(parts, flat):
+            part.set_shape(spec.shape)
+        return keras.tree.pack_sequence_as(signature, parts)
+
+    workers = max(1, int(getattr(batches, "workers", 1) or 1))
+    data = tf.data.Dataset.counter().map(fetch, num_parallel_calls=workers, deterministic=True)
+    return data.prefetch(2)
 
 
 def multi_step_function(model, kind):

@@ -168,10 +168,8 @@ def check_dataset_spec(stage, dataset):
         shape = tuple(1 if d is None else d for d in s.shape)
         return np.zeros(shape, dtype=getattr(s.dtype, "as_numpy_dtype", s.dtype))
 
-    if is_spec(spec) or hasattr(
-        spec, "_value_specs"
-    ):  # images alone (an unconditional stage's batches)
-        x, y = dummy(spec), None
+    if is_spec(spec) or hasattr(spec, "_value_specs"):
+        x, y = dummy(spec), None  # images alone (an unconditional stage's batches)
     elif not isinstance(spec, (tuple, dict)):
         return
     elif isinstance(spec, tuple):

@@ -57,6 +57,10 @@ def _end_leftover_processes():
     while STARTED:
         proc = STARTED.pop()
         if proc.poll() is None:
+            # torchrun's workers (their own sessions) and bash's children too.
+            for pid in descendants(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.kill()
             proc.wait(timeout=60)
 
