@@ -6,6 +6,7 @@ import math
 import numpy as np
 from keras import ops
 
+from keras_cdm.backend import lookup_table
 from keras_cdm.diffusion.likelihoods import discretized_gaussian_log_likelihood
 from keras_cdm.diffusion.likelihoods import normal_kl
 from keras_cdm.diffusion.respacing import space_timesteps
@@ -233,6 +234,9 @@ class GaussianDiffusion:
     # ------------------------------------------------------------------
     def _extract(self, table, t, x):
         """Gathers `table[t]` and reshapes it to broadcast against `x`."""
+        out = lookup_table(self, table, t, x)
+        if out is not None:
+            return out
         values = ops.convert_to_tensor(np.asarray(table, np.float32))
         out = ops.take(values, ops.cast(t, "int32"), axis=0)
         out = ops.cast(out, x.dtype)

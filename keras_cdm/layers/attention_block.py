@@ -3,7 +3,6 @@ import math
 import keras
 from keras import ops
 
-from keras_cdm.backend import sublayer
 from keras_cdm.layers.normalization import group_norm
 
 
@@ -70,8 +69,8 @@ class AttentionBlock(keras.layers.Layer):
         h, w, c = x.shape[1], x.shape[2], x.shape[3]
         n = h * w
         d = c // self.heads
-        y = ops.cast(sublayer(self.norm)(x), self.compute_dtype)
-        qkv = sublayer(self.qkv)(ops.reshape(y, (b, n, c)))
+        y = ops.cast(self.norm(x), self.compute_dtype)
+        qkv = self.qkv(ops.reshape(y, (b, n, c)))
         qkv = ops.reshape(qkv, (b, n, 3, self.heads, d))
         # (batch, tokens, heads, head_dim), in float32 so that the logits and
         # softmax are; the backend's fused attention where it has one
@@ -79,7 +78,7 @@ class AttentionBlock(keras.layers.Layer):
         q, k, v = (ops.cast(qkv[:, :, i], "float32") for i in range(3))
         out = ops.dot_product_attention(q, k, v, scale=1.0 / math.sqrt(d))
         out = ops.reshape(ops.cast(out, self.compute_dtype), (b, n, c))
-        return x + ops.reshape(sublayer(self.proj)(out), (b, h, w, c))
+        return x + ops.reshape(self.proj(out), (b, h, w, c))
 
     def compute_output_shape(self, input_shape):
         return input_shape

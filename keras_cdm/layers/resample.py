@@ -1,7 +1,6 @@
 import keras
 from keras import ops
 
-from keras_cdm.backend import sublayer
 from keras_cdm.layers.convolution import Conv2D
 
 
@@ -70,7 +69,7 @@ class Upsample(_Resample):
 
     def call(self, x):
         x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
-        return sublayer(self.conv)(x) if self.conv is not None else x
+        return self.conv(x) if self.conv is not None else x
 
 
 @keras.saving.register_keras_serializable(package="keras_cdm")
@@ -95,5 +94,5 @@ class Downsample(_Resample):
 
     def call(self, x):
         if self.conv is not None:
-            return sublayer(self.conv)(x)
+            return self.conv(x)
         return ops.average_pool(x, 2, 2, padding="valid")

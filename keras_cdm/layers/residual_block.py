@@ -1,7 +1,6 @@
 import keras
 from keras import ops
 
-from keras_cdm.backend import sublayer
 from keras_cdm.layers.convolution import Conv2D
 from keras_cdm.layers.normalization import group_norm
 
@@ -107,20 +106,20 @@ class ResidualBlock(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x, emb = inputs
-        h = ops.cast(sublayer(self.norm_1)(x), self.compute_dtype)
+        h = ops.cast(self.norm_1(x), self.compute_dtype)
         h = ops.silu(h)
         h = self._resample(h)
         x = self._resample(x)
-        h = sublayer(self.conv_1)(h)
-        emb_out = sublayer(self.emb_proj)(ops.silu(emb))[:, None, None, :]
+        h = self.conv_1(h)
+        emb_out = self.emb_proj(ops.silu(emb))[:, None, None, :]
         if self.use_scale_shift_norm:
             scale, shift = ops.split(ops.cast(emb_out, "float32"), 2, axis=-1)
-            h = sublayer(self.norm_2)(h) * (1.0 + scale) + shift
+            h = self.norm_2(h) * (1.0 + scale) + shift
             h = ops.cast(h, self.compute_dtype)
         else:
-            h = ops.cast(sublayer(self.norm_2)(h + emb_out), self.compute_dtype)
-        h = sublayer(self.conv_2)(sublayer(self.drop)(ops.silu(h), training=training))
-        skip = x if self.skip is None else sublayer(self.skip)(x)
+            h = ops.cast(self.norm_2(h + emb_out), self.compute_dtype)
+        h = self.conv_2(self.drop(ops.silu(h), training=training))
+        skip = x if self.skip is None else self.skip(x)
         return skip + h
 
     def compute_output_shape(self, input_shape):

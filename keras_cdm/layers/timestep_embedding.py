@@ -3,8 +3,6 @@ import math
 import keras
 from keras import ops
 
-from keras_cdm.backend import sublayer
-
 
 def sinusoidal_embedding(t, dim, max_period=10000.0):
     """ADM's sinusoidal embedding of (possibly fractional) timesteps `t`."""
@@ -58,7 +56,7 @@ class TimestepEmbedding(keras.layers.Layer):
 
     def call(self, timesteps):
         emb = sinusoidal_embedding(timesteps, self.frequency_dim)
-        return sublayer(self.dense_2)(sublayer(self.dense_1)(ops.cast(emb, self.compute_dtype)))
+        return self.dense_2(self.dense_1(ops.cast(emb, self.compute_dtype)))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.embedding_dim)

@@ -2,6 +2,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cdm.backend import call_network
+from keras_cdm.backend import model_losses
 from keras_cdm.backend import random_normal
 from keras_cdm.backend import random_uniform
 from keras_cdm.backend import replica_context
@@ -386,7 +388,7 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
         x_t = self.diffusion.q_sample(images, t, noise)
         labels = self._drop_labels(labels, training)
         inputs = self._network_inputs(x_t, t, labels, extra, training)
-        output = self.network(inputs, training=training)
+        output = call_network(self.network, inputs, training=training)
         terms = self.diffusion.training_losses(
             output, images, x_t, t, noise, vb_weight=self.vb_weight
         )
@@ -398,8 +400,9 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
         self.mse_tracker.update_state(terms["mse"])
         self.vb_tracker.update_state(terms["vb"])
         loss = self._per_example_loss(ops.zeros_like(terms["loss"]), terms["loss"], sample_weight)
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
+        added = model_losses(self)  # add_loss, regularizers
+        if added:
+            loss = loss + ops.sum(added)
         return loss
 
     def _update_ema(self):

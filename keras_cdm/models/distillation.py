@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cdm.backend import call_network
 from keras_cdm.backend import no_gradient
 from keras_cdm.backend import random_normal
 from keras_cdm.diffusion.distillation import truncated_snr_weight
@@ -275,7 +276,7 @@ class ProgressiveDistillation(training_guard.GuardedFit, keras.Model):
         labels = s._drop_labels(labels, training)
         inputs = s._network_inputs(z, t, labels, extra, training)
         target = self.targets(inputs, z, i)
-        output = s.network(inputs, training=training)
+        output = call_network(s.network, inputs, training=training)
         d = self._student_diffusion
         pred = d.p_mean_variance(output, z, i, clip_denoised=False)["pred_x0"]
         abar = d._extract(d.alphas_cumprod, i, z)[:, 0, 0, 0]

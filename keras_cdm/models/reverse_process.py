@@ -8,6 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cdm.backend import call_network
 from keras_cdm.backend import compile_stateful
 from keras_cdm.backend import local_devices
 from keras_cdm.backend import random_normal
@@ -160,11 +161,11 @@ def guided_output(network, inputs, guidance_scale):
     output from the null label (`network.num_classes`), in one doubled batch.
     The variance channels, if any, are the conditional call's."""
     if guidance_scale == 1.0:
-        return network(inputs, training=False)
+        return call_network(network, inputs, training=False)
     doubled = {k: ops.concatenate([v, v], axis=0) for k, v in inputs.items()}
     null = ops.full(ops.shape(inputs["labels"]), network.num_classes, dtype="int32")
     doubled["labels"] = ops.concatenate([inputs["labels"], null], axis=0)
-    out = ops.cast(network(doubled, training=False), "float32")
+    out = ops.cast(call_network(network, doubled, training=False), "float32")
     cond, uncond = ops.split(out, 2, axis=0)
     c = network.channels
     guided = uncond[..., :c] + guidance_scale * (cond[..., :c] - uncond[..., :c])
@@ -331,7 +332,7 @@ def variational_bound_bpd(model, images, labels, conditioning, use_ema=True, see
     def term(x0, t):
         noise = random_normal(ops.shape(x0), seed=seed)
         x_t = diffusion.q_sample(x0, t, noise)
-        out = network({"x_t": x_t, "t": t, "labels": labels, **cond}, training=False)
+        out = call_network(network, {"x_t": x_t, "t": t, "labels": labels, **cond}, training=False)
         return diffusion.vb_terms_bpd(out, x0, x_t, t, clip_denoised=False)
 
     step = compile_stateful(term, network.variables, [seed.state])

@@ -28,7 +28,9 @@ from keras_cdm.backend import portable_compile_config
 from keras_cdm.backend import replica_logs_for_keras
 from keras_cdm.backend import replicas_gather
 from keras_cdm.backend import replicas_mean
+from keras_cdm.backend import start_of_fit
 from keras_cdm.backend import step_replicas
+from keras_cdm.backend import train_step as backend_train_step
 from keras_cdm.utils import interrupts
 from keras_cdm.utils.seeds import check_seed
 
@@ -186,6 +188,7 @@ class GuardedFit:
                 callbacks.insert(0, TrainingGuard())
             if stop.active:
                 callbacks.insert(0, interrupts.StopOnSignal(stop, "raise"))
+            start_of_fit(self)
             with keep_variables_on_failure(self):
                 history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
             if stop.received is not None:  # after the last batch: still not lost
@@ -193,7 +196,12 @@ class GuardedFit:
         return history
 
     def train_step(self, *args, **kwargs):
-        return self._logs_of_all_replicas(super().train_step(*args, **kwargs))
+        # PyTorch: Keras's step without its per-step walks of every layer
+        # (`call` returns the batch; the work is in `compute_loss`).
+        logs = backend_train_step(self, *args) if len(args) == 1 and not kwargs else None
+        if logs is None:
+            logs = super().train_step(*args, **kwargs)
+        return self._logs_of_all_replicas(logs)
 
     def test_step(self, *args, **kwargs):
         # (Not across PyTorch processes: `evaluate` on one rank must not wait.)

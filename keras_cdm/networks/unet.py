@@ -156,10 +156,10 @@ class UNet(keras.Model):
         return inputs["x_t"], emb
 
     def call(self, inputs, training=None, mask=None, **kwargs):
-        # PyTorch: each layer's `call` directly (the same computation without
-        # Keras's per-layer-call bookkeeping; keras_cdm.backend, docs/SPEED.md).
+        # PyTorch: the same computation as plain PyTorch calls, without Keras's
+        # per-layer bookkeeping (keras_cdm.backend.torch_network, docs/SPEED.md).
         if not kwargs and all(m is None for m in keras.tree.flatten(mask)):
-            out = run_network_directly(self, inputs, training)
+            out = run_network_directly(self, inputs, training, standardized=True)
             if out is not None:
                 return out
         return super().call(inputs, training=training, mask=mask, **kwargs)

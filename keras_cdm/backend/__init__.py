@@ -13,17 +13,17 @@ by measurement (docs/SPEED.md):
 - `multi_step_function`: `steps_per_execution` on PyTorch.
 - `no_gradient`: a frozen network's forward pass without autograd (PyTorch).
 - PyTorch fast paths: `fused_group_norm`, `fused_conv2d`,
-  `fused_moving_average`, `run_network_directly` with `sublayer` (the
-  networks' layers called without Keras's per-call bookkeeping); and
-  `prefers_channel_stats_group_norm` (JAX).
+  `fused_moving_average`, `run_network_directly` (a network run as plain
+  PyTorch calls: `torch_network.py`); and `prefers_channel_stats_group_norm`
+  (JAX).
 """
 
 import contextlib
-import inspect
 import os
 import threading
 
 import keras
+import numpy as np
 
 
 def compile_stateful(fn, read_variables, state_variables):
@@ -754,85 +754,125 @@ def multi_step_function(model, kind):
 
 
 # ----------------------------------------------------------------------
-# Direct layer calls (PyTorch)
+# Networks as plain PyTorch (keras_cdm.backend.torch_network)
 # ----------------------------------------------------------------------
-# Keras's `Layer.__call__` costs ~0.2 ms of Python per call on eager PyTorch
-# (input conversion, autocast and training scopes, build checks, the
-# torch.nn.Module call): a few hundred calls per network forward, the
-# host-bound share of a small stage's step (docs/SPEED.md). Once a network
-# is built, in float32, nothing of that bookkeeping changes what a layer
-# computes, so its forward pass can call each layer's `call` directly. JAX
-# and TensorFlow trace the forward once per shape, where it costs nothing.
+# Keras's per-layer `__call__` and each `keras.ops` call cost Python on
+# eager PyTorch, a few hundred times per forward: the host-bound share of a
+# small stage's step (docs/SPEED.md). JAX and TensorFlow trace the forward
+# once per shape, where it costs nothing.
 DIRECT_CALLS_ENV = "KERAS_CDM_DIRECT_CALLS"
-_direct = threading.local()
-_takes_training = {}
 
 
 def direct_calls_enabled():
-    """Whether networks run their layers' `call` directly on PyTorch (on
-    unless `KERAS_CDM_DIRECT_CALLS=0`)."""
+    """Whether networks run as plain PyTorch on the PyTorch backend (on
+    unless `KERAS_CDM_DIRECT_CALLS=0`: then every layer runs through
+    Keras's `__call__`)."""
     return os.environ.get(DIRECT_CALLS_ENV, "1") != "0"
 
 
-def sublayer(layer):
-    """`layer`, or its `call` inside a network's direct run: what a
-    keras_cdm layer calls its own sublayers through."""
-    return layer.call if getattr(_direct, "active", False) else layer
+def run_network_directly(network, inputs, training, standardized=False):
+    """A functional network's forward pass as plain PyTorch calls on its own
+    variables (`torch_network.Program`: the same computation, casts and
+    random draws as Keras's path), or None where that path does not apply:
+    another backend, symbolic inputs, a stateless scope, a graph shape the
+    program does not cover, or `KERAS_CDM_DIRECT_CALLS=0`.
 
-
-@contextlib.contextmanager
-def _direct_scope():
-    previous = getattr(_direct, "active", False)
-    _direct.active = True
-    try:
-        yield
-    finally:
-        _direct.active = previous
-
-
-def _direct_op(op, training):
-    call = op.call
-    takes = _takes_training.get(type(op))
-    if takes is None:
-        takes = _takes_training[type(op)] = "training" in inspect.signature(call).parameters
-    if takes:
-        return lambda *args, **kwargs: call(*args, training=training, **kwargs)
-    return call
-
-
-def run_network_directly(network, inputs, training):
-    """A functional network's forward pass with each layer's `call` run
-    directly (see above), or None where that is not exactly Keras's own
-    path: another backend, a compute or variable dtype other than float32
-    anywhere in the network (autocast and input casts then matter),
-    symbolic inputs, or `KERAS_CDM_DIRECT_CALLS=0`."""
+    `inputs` is what the network's `call` receives, or with
+    `standardized=False` what a caller would pass to `network(...)`: a dict
+    of tensors (each cast to its `keras.Input`'s dtype here, as Keras does).
+    """
     if keras.backend.backend() != "torch" or not direct_calls_enabled():
         return None
-    if not _all_float32(network):
+    from keras_cdm.backend import torch_network
+
+    program = torch_network.Program.of(network)
+    if program is None:
+        return None
+    if standardized:
+        flat = network._standardize_inputs(inputs)
+    else:
+        if not isinstance(inputs, dict) or len(inputs) != len(program.input_keys):
+            return None
+        flat = [inputs.get(k) for k in program.input_keys]
+        if not all(map(is_torch_tensor, flat)):
+            return None
+        for i, (x, ref) in enumerate(zip(flat, network.inputs)):
+            if len(x.shape) != len(ref.shape):
+                return None
+            if x.dtype != torch_network.torch_dtype(ref.dtype):
+                flat[i] = x.to(torch_network.torch_dtype(ref.dtype))
+    if not torch_network.runnable(flat):
+        return None
+    return program(flat, training)
+
+
+def lookup_table(owner, table, t, like):
+    """`table[t]` for a NumPy table held by `owner` (e.g. a diffusion's
+    schedule), in `like`'s dtype, shaped `(batch, 1, ..., 1)` to broadcast
+    against `like`: on PyTorch plain indexing of a tensor cached on `owner`
+    (Keras's conversion, take, cast and reshape cost ~0.3 ms of host time
+    per lookup there, 16 lookups per training step); None elsewhere."""
+    if keras.backend.backend() != "torch" or not (is_torch_tensor(t) and is_torch_tensor(like)):
         return None
     import torch
 
-    flat = inputs.values() if isinstance(inputs, dict) else keras.tree.flatten(inputs)
-    if not all(isinstance(x, torch.Tensor) for x in flat):
+    cache = owner.__dict__.setdefault("_keras_cdm_torch_tables", {})
+    key = (id(table), t.device)
+    values = cache.get(key, (None, None))[1]
+    if values is None:
+        values = torch.as_tensor(np.asarray(table, np.float32), device=t.device)
+        # Only the owner's own tables (a temporary's id can be reused).
+        if any(v is table for v in vars(owner).values()):
+            cache[key] = (table, values)
+    out = values[t.long()].to(like.dtype)
+    return out.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def train_step(model, data):
+    """A training step of a keras_cdm model (its `call` returns a raw batch
+    unchanged, its work is in `compute_loss`): on PyTorch the leaner step of
+    `torch_trainer.py`; None elsewhere, or with `KERAS_CDM_DIRECT_CALLS=0`
+    (then Keras's own)."""
+    if keras.backend.backend() != "torch" or not direct_calls_enabled():
         return None
-    with _direct_scope():
-        outputs = network._run_through_graph(
-            network._standardize_inputs(inputs),
-            operation_fn=lambda op: _direct_op(op, training),
-        )
-    return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
+    from keras_cdm.backend import torch_trainer
+
+    return torch_trainer.train_step(model, data)
 
 
-def _all_float32(network):
-    cached = getattr(network, "_keras_cdm_all_float32", None)
-    if cached is None:
-        cached = all(
-            layer.dtype_policy.compute_dtype == "float32"
-            and layer.dtype_policy.variable_dtype == "float32"
-            for layer in network._flatten_layers(include_self=True)
-        )
-        network._keras_cdm_all_float32 = cached
-    return cached
+def model_losses(model):
+    """`model.losses`; on PyTorch from lists made once per `fit`, not a walk
+    of every layer and weight per step (`torch_trainer.losses`)."""
+    if keras.backend.backend() != "torch" or not direct_calls_enabled():
+        return model.losses
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+
+    from keras_cdm.backend import torch_trainer
+
+    return model.losses if in_stateless_scope() else torch_trainer.losses(model)
+
+
+def start_of_fit(model):
+    """What a new `fit` resets: the lists `train_step` and `model_losses`
+    keep on PyTorch (the trainable weights may have changed)."""
+    if keras.backend.backend() == "torch":
+        from keras_cdm.backend import torch_trainer
+
+        torch_trainer.forget(model)
+
+
+def call_network(network, inputs, training=None):
+    """`network(inputs, training=training)`: on PyTorch as plain PyTorch
+    calls without the network's own Keras `__call__` where that applies
+    (`run_network_directly`), else through it."""
+    out = run_network_directly(network, inputs, training)
+    return network(inputs, training=training) if out is None else out
+
+
+def is_torch_tensor(x):
+    import torch
+
+    return isinstance(x, torch.Tensor)
 
 
 # ----------------------------------------------------------------------
