@@ -42,7 +42,13 @@ def torch_dtype(name):
 
 
 def _dtype(layer):
-    return _DTYPES[layer.compute_dtype]
+    """The layer's compute dtype as a torch dtype (kept per policy object:
+    Keras's `compute_dtype` property is a few microseconds per read)."""
+    policy = layer._dtype_policy
+    kept = layer.__dict__.get("_keras_cdm_dtype")
+    if kept is None or kept[0] is not policy:
+        kept = layer.__dict__["_keras_cdm_dtype"] = (policy, _DTYPES[policy.compute_dtype])
+    return kept[1]
 
 
 def _cast(x, dtype):
@@ -65,18 +71,33 @@ def _same_padding(size, kernel, stride):
     return total // 2, total - total // 2
 
 
+def _conv_spec(layer):
+    """`(plain, kernel size, strides)` of a convolution, read once: plain
+    when this module computes it (no dilation or groups, NHWC, "same" or
+    "valid" padding)."""
+    spec = layer.__dict__.get("_keras_cdm_conv")
+    if spec is None:
+        plain = (
+            tuple(layer.dilation_rate) == (1, 1)
+            and layer.groups == 1
+            and layer.data_format == "channels_last"
+            and layer.padding in ("same", "valid")
+        )
+        spec = (plain, tuple(layer.kernel.shape[:2]), tuple(layer.strides))
+        layer.__dict__["_keras_cdm_conv"] = spec
+    return spec
+
+
 def _conv(layer, x, training=None):
     dt = _dtype(layer)
     x = _cast(x, dt)
-    if tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
-        return layer(x)
-    if layer.data_format != "channels_last" or layer.padding not in ("same", "valid"):
+    plain, (kh, kw), (sh, sw) = _conv_spec(layer)
+    if not plain:
         return layer(x)
     w = _weight(layer.kernel, dt).permute(3, 2, 0, 1)
     b = _weight(layer.bias, dt) if layer.use_bias else None
     # The NCHW view of NHWC memory: PyTorch's kernels take it as it is.
     x = x.permute(0, 3, 1, 2)
-    (kh, kw), (sh, sw) = layer.kernel.shape[:2], layer.strides
     pad = (0, 0)
     if layer.padding == "same":
         top, bottom = _same_padding(x.shape[2], kh, sh)

@@ -75,17 +75,21 @@ _MIX_2 = 0x846CA68B - 2**32
 _GOLDEN = 0x9E3779B9 - 2**32
 
 
+# The arithmetic is written with the tensors' own operators (`^`, `&`, `*`,
+# `+`: the same kernels as `keras.ops` on every backend, without Keras's
+# per-op dispatch, ~50 calls per draw on eager PyTorch); TensorFlow's
+# tensors have no `>>`, so the shift stays a Keras op.
 def _srl(x, bits):
     """Logical right shift of int32 bits (`>>` on int32 is arithmetic)."""
-    return ops.bitwise_and(ops.right_shift(x, bits), (1 << (32 - bits)) - 1)
+    return ops.right_shift(x, bits) & ((1 << (32 - bits)) - 1)
 
 
 def _mix(x):
-    x = ops.bitwise_xor(x, _srl(x, 16))
-    x = ops.multiply(x, _MIX_1)
-    x = ops.bitwise_xor(x, _srl(x, 15))
-    x = ops.multiply(x, _MIX_2)
-    return ops.bitwise_xor(x, _srl(x, 16))
+    x = x ^ _srl(x, 16)
+    x = x * _MIX_1
+    x = x ^ _srl(x, 15)
+    x = x * _MIX_2
+    return x ^ _srl(x, 16)
 
 
 def image_keys(seed, indices, stream=0):
@@ -126,9 +130,9 @@ def device_normal(keys, counter, shape):
     k0, k1 = keys[:, :1], keys[:, 1:]
     counter = ops.cast(ops.convert_to_tensor(counter), "int32")
     # One 32-bit state per image and draw, then two hashes per pair of outputs.
-    state = _mix(ops.bitwise_xor(k0, _mix(ops.add(k1, ops.multiply(counter, _GOLDEN)))))
+    state = _mix(k0 ^ _mix(k1 + counter * _GOLDEN))
     position = ops.expand_dims(ops.arange(2 * pairs, dtype="int32"), 0)
-    bits = _mix(ops.bitwise_xor(_mix(ops.add(position, state)), k1))
+    bits = _mix(_mix(position + state) ^ k1)
     # 24 high bits -> a uniform in (0, 1), exactly representable in float32.
     uniform = (ops.cast(_srl(bits, 8), "float32") + 0.5) * (1.0 / 2**24)
     u1, u2 = uniform[:, :pairs], uniform[:, pairs:]
