@@ -127,8 +127,9 @@ def measure_diffusers(steps):
 
 
 FRAMEWORKS = ("jax", "tensorflow", "torch", "torch_keras_calls", "diffusers")
-# torch_keras_calls: the torch backend with its direct layer calls off
-# (KERAS_CDM_DIRECT_CALLS=0), i.e. every layer through Keras's __call__.
+# torch_keras_calls: the torch backend with its fast path off
+# (KERAS_CDM_DIRECT_CALLS=0): every layer through Keras's __call__, Keras's
+# own train step and optimizer update.
 # The Keras backend (and the module that must be installed) of each row.
 BACKEND_OF = {"diffusers": "torch", "torch_keras_calls": "torch"}
 
