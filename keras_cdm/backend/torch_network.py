@@ -113,6 +113,8 @@ def _conv(layer, x, training=None):
 def _group_norm(layer, x, training=None):
     dt = _dtype(layer)
     x = _cast(x, dt)
+    if x.device.type == "cpu" and layer.groups == x.shape[-1]:
+        return _channel_stats_group_norm(layer, x, dt)
     y = F.group_norm(
         x.permute(0, 3, 1, 2),
         layer.groups,
@@ -121,6 +123,23 @@ def _group_norm(layer, x, training=None):
         layer.epsilon,
     )
     return y.permute(0, 2, 3, 1)
+
+
+def _channel_stats_group_norm(layer, x, dt):
+    """GroupNorm from per-channel statistics over (h, w), combined per
+    group, then one per-channel scale and shift (as GroupNorm32's JAX path;
+    variance `E[x**2] - E[x]**2` clamped at 0). On a CPU, PyTorch's
+    channels-last GroupNorm backward is 1.6-3x slower with one channel per
+    group (the tiny presets' 64x64 levels) than this, whose reductions and
+    products vectorise over the channels (`docs/SPEED.md`)."""
+    b, c, groups = x.shape[0], x.shape[-1], layer.groups
+    mean = x.mean(dim=(1, 2)).view(b, groups, c // groups).mean(-1, keepdim=True)
+    square = (x * x).mean(dim=(1, 2)).view(b, groups, c // groups).mean(-1, keepdim=True)
+    inv = torch.rsqrt((square - mean * mean).clamp_min(0.0) + layer.epsilon)
+    gamma = _weight(layer.gamma, dt).view(1, groups, c // groups)
+    scale = (inv * gamma).view(b, c)
+    shift = _weight(layer.beta, dt) - (mean * inv * gamma).view(b, c)
+    return x * scale[:, None, None, :] + shift[:, None, None, :]
 
 
 def _activation(fn, x):
