@@ -92,7 +92,7 @@ def _conv(layer, x, training=None):
     dt = _dtype(layer)
     x = _cast(x, dt)
     plain, (kh, kw), (sh, sw) = _conv_spec(layer)
-    if not plain:
+    if not plain or _altered(layer):
         return layer(x)
     w = _weight(layer.kernel, dt).permute(3, 2, 0, 1)
     b = _weight(layer.bias, dt) if layer.use_bias else None
@@ -150,7 +150,15 @@ def _activation(fn, x):
     return fn(x)
 
 
+def _altered(layer):
+    """LoRA or quantization (possibly enabled after the program was made):
+    the layer's variables then mean something else; Keras's call then."""
+    return getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None)
+
+
 def _dense(layer, x, training=None):
+    if _altered(layer):
+        return layer(x)
     dt = _dtype(layer)
     x = _cast(x, dt)
     b = _weight(layer.bias, dt) if layer.use_bias else None
@@ -159,6 +167,8 @@ def _dense(layer, x, training=None):
 
 
 def _embedding(layer, ids, training=None):
+    if _altered(layer):
+        return layer(ids)
     return _weight(layer.embeddings, _dtype(layer))[ids.long()]
 
 
@@ -282,9 +292,7 @@ def _kernel(layer):
     kernel = _KERNELS.get(type(layer))
     if kernel is None:
         kernel = _KERNELS.get(keras.saving.get_registered_name(type(layer)), _keras_call)
-    if kernel is _dense and (layer.lora_enabled or layer.quantization_mode):
-        return _keras_call
-    if kernel is _embedding and (layer.mask_zero or layer.lora_enabled or layer.quantization_mode):
+    if kernel is _embedding and layer.mask_zero:
         return _keras_call
     return kernel
 

@@ -187,3 +187,19 @@ def test_inputs_are_cast_to_the_input_dtypes_as_keras_does(monkeypatch):
     np.testing.assert_allclose(
         to_numpy(backend.call_network(net, wide)), to_numpy(net(inputs)), rtol=1e-6
     )
+
+
+@torch_only
+def test_lora_enabled_after_the_first_call_takes_keras_path(monkeypatch):
+    """A layer altered after the program was made (LoRA here) is not read
+    as a plain layer: outputs still equal Keras's own path."""
+    net = NETWORKS["base"]()
+    _perturb(net)
+    inputs = _inputs(net)
+    net(inputs)  # the program is made
+    dense = net.get_layer("time_embed").dense_2
+    dense.enable_lora(2)
+    dense.lora_kernel_b.assign(np.ones(dense.lora_kernel_b.shape, "float32"))
+    fast = to_numpy(backend.call_network(net, inputs))
+    monkeypatch.setenv(DIRECT_CALLS_ENV, "0")
+    np.testing.assert_allclose(fast, to_numpy(net(inputs)), rtol=1e-5, atol=1e-5)
