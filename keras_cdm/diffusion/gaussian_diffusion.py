@@ -202,6 +202,23 @@ class GaussianDiffusion:
     def learns_variance(self):
         return self.var_type == "learned_range"
 
+    def check_trainable(self, learn_sigma):
+        """Refuses to train on this diffusion: a respaced one (respacing is
+        for sampling), or one whose variance learning does not match the
+        network's (`learn_sigma`)."""
+        if not self.is_full:
+            raise ValueError(
+                "Train on the full diffusion; respacing is for sampling. "
+                f"Received a diffusion with {self.num_timesteps} of "
+                f"{self.original_num_timesteps} steps."
+            )
+        if self.learns_variance != learn_sigma:
+            raise ValueError(
+                "The network must output a variance exactly when the diffusion "
+                f"learns it. Received: var_type={self.var_type!r}, "
+                f"network learn_sigma={learn_sigma}"
+            )
+
     def respace(self, section_counts=None, timesteps=None):
         """Returns a diffusion over a subset of this one's original steps.
 

@@ -15,10 +15,8 @@ from keras_cdm.models import training_guard
 from keras_cdm.models.presets import get_preset
 from keras_cdm.models.presets import list_presets
 from keras_cdm.models.reverse_process import SamplerSettings
-from keras_cdm.models.reverse_process import StageSampler
-from keras_cdm.models.reverse_process import variational_bound_bpd
+from keras_cdm.models.stage_sampling import StageSampling
 from keras_cdm.networks.unet import UNet
-from keras_cdm.utils.seeds import check_seed
 
 
 class _PerExampleLoss(keras.losses.Loss):
@@ -33,7 +31,7 @@ class _PerExampleLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_cdm")
-class DiffusionModel(training_guard.GuardedFit, keras.Model):
+class DiffusionModel(StageSampling, training_guard.GuardedFit, keras.Model):
     """A class-conditional diffusion stage trained with `fit` (CDM's base model).
 
     Owns a `keras_cdm.UNet`, a `keras_cdm.GaussianDiffusion`, a non-trainable
@@ -126,20 +124,8 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
             diffusion = GaussianDiffusion()
         elif isinstance(diffusion, dict):
             diffusion = GaussianDiffusion.from_config(diffusion)
-        if not diffusion.is_full:
-            raise ValueError(
-                "Train on the full diffusion; respacing is for sampling. "
-                f"Received a diffusion with {diffusion.num_timesteps} of "
-                f"{diffusion.original_num_timesteps} steps."
-            )
-        if diffusion.learns_variance != network.learn_sigma:
-            raise ValueError(
-                "The network must output a variance exactly when the diffusion "
-                f"learns it. Received: var_type={diffusion.var_type!r}, "
-                f"network learn_sigma={network.learn_sigma}"
-            )
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"`ema_decay` must be in [0, 1). Received: ema_decay={ema_decay}")
+        diffusion.check_trainable(network.learn_sigma)
+        ema.check_decay(ema_decay)
         if not (np.isfinite(vb_weight) and vb_weight >= 0.0):
             raise ValueError(
                 f"`vb_weight` must be a finite number >= 0. Received: vb_weight={vb_weight}"
@@ -153,18 +139,7 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
                 "An unconditional stage (num_classes=0) has no labels to drop. "
                 f"Received: label_dropout={label_dropout}"
             )
-        if class_names is not None:
-            class_names = tuple(class_names)
-            if (
-                len(class_names) != network.num_classes
-                or not all(isinstance(n, str) and n for n in class_names)
-                or len(set(class_names)) != len(class_names)
-            ):
-                raise ValueError(
-                    f"`class_names` must be {network.num_classes} distinct non-empty strings, "
-                    f"one per class of the network. Received: class_names={class_names!r}"
-                )
-        self.class_names = class_names
+        self.class_names = class_labels.check_class_names(class_names, network.num_classes)
         self.sampler_settings = (
             None if sampler_settings is None else SamplerSettings.resolve(sampler_settings)
         )
@@ -340,9 +315,6 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
         """Returns `(images, labels, extra)` from a batch, checking static shapes."""
         return batches.unpack(self, x, y)
 
-    def _check_images(self, images, name, size):
-        batches.check_images(images, name, size, self.channels)
-
     def _draw(self, fn, shape, **kwargs):
         """Draws `fn(shape)` from the model's seed, distinct per replica.
 
@@ -411,146 +383,12 @@ class DiffusionModel(training_guard.GuardedFit, keras.Model):
     # ------------------------------------------------------------------
     # fit / evaluate: checks before the compiled step
     # ------------------------------------------------------------------
-    def _check_batch_arrays(self, x, y):
-        batches.check_arrays(self, x, y)
-
     def _check_inputs(self, x, y):
         batches.check_inputs(self, x, y)
-
-    def predict(self, x, *args, **kwargs):
-        """The network's output (ε, or v, and the variance channels) for a
-        dict of network inputs (`"x_t"`, `"t"`, `"labels"`; an SR stage also
-        `"low_res"` and `"aug_level"`), as `keras.Model.predict`.
-
-        Images are made by `sample`; a batch of images or a dataset is
-        refused with an error that says so, instead of being returned
-        unchanged.
-        """
-        if not (isinstance(x, dict) and "x_t" in x):
-            raise ValueError(
-                f"{type(self).__name__}.predict runs the denoising network and takes a dict "
-                'of network inputs {"x_t", "t", "labels", ...}. To generate images use '
-                "model.sample(labels, seed=..., num_steps=...) (or keras_cdm.CascadeSampler). "
-                f"Received: {type(x).__name__}"
-            )
-        return super().predict(x, *args, **kwargs)
 
     def reset_ema(self):
         """Copies the raw weights into the EMA network."""
         ema.reset(self)
-
-    # ------------------------------------------------------------------
-    # Sampling and likelihood
-    # ------------------------------------------------------------------
-    def resolve_labels(self, labels=None, num_images=None):
-        """The int32 labels a sampling request runs on: `labels`, checked,
-        for a class-conditional stage; zeros for `num_images` images of an
-        unconditional one (whose network does not read them)."""
-        return class_labels.resolve(labels, num_images, self.num_classes, self.class_names)
-
-    def class_ids(self, labels):
-        """Class ids from ids or class names (`class_names`), checked.
-
-        Example:
-
-        >>> m = keras_cdm.DiffusionModel.from_preset("base16_tiny",
-        ...     class_names=[f"c{i}" for i in range(10)])
-        >>> m.class_ids(["c3", 4]).tolist()
-        [3, 4]
-        """
-        return class_labels.class_ids(labels, self.num_classes, self.class_names)
-
-    def describe_classes(self):
-        """`"0..9 (0=cat, 1=dog, ...)"`: the class ids, with names if known."""
-        return class_labels.describe_classes(self.num_classes, self.class_names)
-
-    def check_labels(self, labels):
-        """Returns labels as int32 after checking they are valid class ids."""
-        return class_labels.check_labels(labels, self.num_classes, self.class_names)
-
-    def resolve_settings(self, settings=None, **kwargs):
-        """`settings` (None: this stage's `sampler_settings`, else the
-        defaults) with `kwargs` replacing fields, as a `SamplerSettings`."""
-        if settings is None:
-            settings = self.sampler_settings
-        return SamplerSettings.resolve(settings, **kwargs)
-
-    def stage_sampler(self, settings=None, stop_at=0):
-        """The compiled `StageSampler` for these settings (cached; None:
-        this stage's `sampler_settings`)."""
-        settings = self.resolve_settings(settings)
-        key = (settings, stop_at)
-        if key not in self._samplers:
-            self._samplers[key] = StageSampler(self, settings, stop_at)
-        return self._samplers[key]
-
-    def sample(
-        self,
-        labels=None,
-        seed=None,
-        settings=None,
-        stop_at=0,
-        noise=None,
-        verbose=False,
-        image_indices=None,
-        conditioning=None,
-        num_images=None,
-        **kwargs,
-    ):
-        """Draws images for `labels` (or `num_images` of an unconditional
-        stage) by running the reverse process.
-
-        Args:
-            labels: int array `(batch,)` of class ids (class-conditional
-                stages).
-            seed: int or None. Seed of the initial noise and every step
-                (`None`: a fresh random seed). Image `i` draws from its own
-                stream, so it does not depend on the batch it is in.
-            settings: `keras_cdm.models.SamplerSettings` (or its config;
-                None: the stage's `sampler_settings`, else the defaults).
-            stop_at: int. Stop the reverse process at level `s` (paper's
-                1-indexed convention) and return `z_s` (truncated cascade);
-                `0` runs to the end.
-            noise: optional initial `x_T`.
-            verbose: bool. Show a progress bar.
-            image_indices: ints or None. The images' indices in a larger
-                request (`None`: `0 .. batch-1`); `CascadeSampler` passes
-                them so batching does not change the images.
-            conditioning: dict of extra network inputs (what
-                `SuperResDiffusionModel.prepare_conditioning` returns).
-            num_images: int. How many images an unconditional stage draws.
-            **kwargs: fields of `SamplerSettings` (`num_steps`, `sampler`,
-                `eta`, `clip_denoised`, `guidance_scale`, `use_ema`),
-                replacing those of `settings`.
-
-        Returns:
-            A float32 NumPy array `(batch, size, size, channels)`; in [-1, 1]
-            when `stop_at == 0`.
-        """
-        labels = self.resolve_labels(labels, num_images)
-        seed = check_seed(seed)
-        conditioning = dict(conditioning or {})
-        for key, value in conditioning.items():
-            if len(value) != len(labels):
-                raise ValueError(
-                    f"{key} and labels must have the same batch size. Received: "
-                    f"{len(value)} and {len(labels)}"
-                )
-        stage = self.stage_sampler(self.resolve_settings(settings, **kwargs), stop_at)
-        return stage.run(labels, conditioning, seed, image_indices, noise=noise, verbose=verbose)
-
-    def compute_bpd(self, images, labels=None, use_ema=True, seed=0, verbose=False):
-        """The full variational bound in bits per dimension, per example
-        (`labels=None` for an unconditional stage).
-
-        Runs the network once per timestep (T calls, a progress bar when
-        `verbose`), so use small batches. The same `seed` gives the same
-        figures.
-        """
-        images = np.asarray(images, "float32")
-        labels = self.resolve_labels(labels, len(images))
-        self._check_batch_arrays(images, None if self.unconditional else labels)
-        return variational_bound_bpd(self, images, labels, {}, use_ema, check_seed(seed), verbose)
 
 
 def stage_class(name):

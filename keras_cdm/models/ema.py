@@ -21,6 +21,12 @@ from keras_cdm.backend import fused_moving_average
 _PAIRS = weakref.WeakKeyDictionary()
 
 
+def check_decay(decay):
+    """Refuses an EMA decay outside [0, 1)."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"`ema_decay` must be in [0, 1). Received: ema_decay={decay}")
+
+
 def _pairs(stage):
     pairs = _PAIRS.get(stage)
     if pairs is None:

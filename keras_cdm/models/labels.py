@@ -14,6 +14,24 @@ def describe_classes(num_classes, class_names):
     return text
 
 
+def check_class_names(class_names, num_classes):
+    """`class_names` as a tuple after checking it names each of `num_classes`
+    classes once (None stays None)."""
+    if class_names is None:
+        return None
+    names = tuple(class_names)
+    if (
+        len(names) != num_classes
+        or not all(isinstance(n, str) and n for n in names)
+        or len(set(names)) != len(names)
+    ):
+        raise ValueError(
+            f"`class_names` must be {num_classes} distinct non-empty strings, one per class "
+            f"of the network. Received: class_names={names!r}"
+        )
+    return names
+
+
 def check_labels(labels, num_classes, class_names=None):
     """Labels as int32 after checking they are valid class ids."""
     labels = np.asarray(ops.convert_to_numpy(labels))

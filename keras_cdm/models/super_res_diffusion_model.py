@@ -7,6 +7,7 @@ from keras import ops
 from keras_cdm.backend import random_normal
 from keras_cdm.backend import random_uniform
 from keras_cdm.diffusion.gaussian_diffusion import GaussianDiffusion
+from keras_cdm.models import batches
 from keras_cdm.models.augmentation import area_downsample
 from keras_cdm.models.augmentation import per_example_gaussian_blur
 from keras_cdm.models.diffusion_model import DiffusionModel
@@ -215,7 +216,7 @@ class SuperResDiffusionModel(DiffusionModel):
         if low_res is None:
             low_res = area_downsample(images, self.image_size // self.low_res_size)
         else:
-            self._check_images(low_res, "low_res", self.low_res_size)
+            batches.check_images(low_res, "low_res", self.low_res_size, self.channels)
         return images, labels, {"low_res": ops.cast(low_res, "float32")}
 
     def augment_conditioning(self, low_res):
