@@ -28,6 +28,7 @@ from recipe_flags import NOT_SAMPLING_FLAGS  # noqa: E402, F401
 from recipe_flags import POSITIVE_FLOAT  # noqa: E402, F401
 from recipe_flags import POSITIVE_INT  # noqa: E402, F401
 from recipe_flags import SAMPLING_FLAGS  # noqa: E402, F401
+from recipe_flags import TRAINING_FLAGS  # noqa: E402, F401
 from recipe_flags import UNIT_INTERVAL  # noqa: E402, F401
 from recipe_flags import CheckpointExists  # noqa: E402, F401
 from recipe_flags import FlagError  # noqa: E402, F401
@@ -35,6 +36,7 @@ from recipe_flags import NoCheckpoint  # noqa: E402, F401
 from recipe_flags import RecipeError  # noqa: E402, F401
 from recipe_flags import ResumeRefused  # noqa: E402, F401
 from recipe_flags import StageError  # noqa: E402, F401
+from recipe_flags import TrainingOptions  # noqa: E402, F401
 from recipe_flags import Unsupported  # noqa: E402, F401
 from recipe_flags import add_sampling_flags  # noqa: E402, F401
 from recipe_flags import cli  # noqa: E402, F401

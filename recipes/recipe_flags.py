@@ -75,124 +75,187 @@ def _json_object(text):
 _json_object.__name__ = "JSON object"
 
 
+# The training flags of every `train_*.py` recipe, one per field of
+# `TrainingOptions` (its defaults are the flags' defaults): the value's type
+# or choices and what it means.
+TRAINING_FLAGS = {
+    "preset": dict(
+        choices=["paper", "small", "tiny"],
+        help="paper = the paper's architecture; small/tiny for CPUs",
+    ),
+    "dataset": dict(
+        type=str,
+        help="'synthetic', an image folder (one sub-folder per class; a folder of images "
+        "alone trains an unconditional stage), or a TFDS name",
+    ),
+    "unconditional": dict(
+        help="train without classes (num_classes=0) even on labelled data; inferred for a "
+        "folder of images without class sub-folders"
+    ),
+    "data_dir": dict(type=str, help="TFDS data_dir"),
+    "num_synthetic": dict(type=POSITIVE_INT, help="synthetic set size"),
+    "batch_size": dict(type=POSITIVE_INT, help="global batch size (None: the preset's)"),
+    "train_steps": dict(type=POSITIVE_INT, help="step to train to (None: preset's)"),
+    "learning_rate": dict(type=POSITIVE_FLOAT, help="Adam's"),
+    "ema_decay": dict(type=UNIT_INTERVAL, help="EMA decay (None: preset's)"),
+    "augmentation": dict(
+        choices=["gaussian", "blur", "none"],
+        help="SR stages: conditioning augmentation (None: the paper's choice)",
+    ),
+    "mean_type": dict(
+        choices=list(keras_cdm.diffusion.gaussian_diffusion.MEAN_TYPES),
+        help="what the network predicts (None: the preset's; small/tiny SR presets: v)",
+    ),
+    "label_dropout": dict(
+        type=UNIT_INTERVAL,
+        help="share of labels replaced by the null label (for classifier-free guidance)",
+    ),
+    "network": dict(
+        type=None,  # a JSON object on the command line, a dict from Python
+        help="JSON overrides of the preset's network, e.g. '{\"base_channels\": 16}'",
+    ),
+    "output_dir": dict(type=str, help="(None: runs/<stage>_<preset>)"),
+    "steps_per_execution": dict(
+        type=POSITIVE_INT,
+        help="training steps per call of the compiled step: the logs (input guard, stop "
+        "signals) reach the host once per N steps instead of every step; --checkpoint_every "
+        "and --train_steps must be multiples of N",
+    ),
+    "checkpoint_every": dict(type=POSITIVE_INT, help="steps between checkpoints"),
+    "log_every": dict(
+        type=POSITIVE_INT,
+        help="steps between progress lines (step, loss, img/s, ETA) on stdout and in "
+        "output_dir/train.log",
+    ),
+    "sample_every": dict(
+        type=NON_NEGATIVE_INT, help="checkpoints between sample grids (0: end only)"
+    ),
+    "resume": dict(help="continue from output_dir/checkpoint.keras (an error if there is none)"),
+    "new_run_record": dict(
+        help="with --resume: write this command's data flags as output_dir/run.json instead "
+        "of checking them against it (for a run.json that is missing or damaged)"
+    ),
+    "seed": dict(type=NON_NEGATIVE_INT, help="data order, noise, init"),
+    "mixed_precision": dict(
+        choices=[None, "mixed_bfloat16", "mixed_float16"],
+        help="Keras dtype policy (None: float32)",
+    ),
+    "flip": dict(choices=[0, 1], help="random horizontal flips"),
+    "tensorboard": dict(
+        help="also write TensorBoard scalars to output_dir/tb (needs the tensorboard package)"
+    ),
+    "smoke": dict(help="a seconds-long run of the same code path"),
+}
+
+
+@dataclasses.dataclass
+class TrainingOptions:
+    """What a training run is asked for: the flags of the `train_*.py`
+    recipes as typed fields, checked when made (a `FlagError` naming the
+    flag). The command line parses into one (`parse_args`); from Python,
+    `train(stage, preset="small", network={...})` makes one from keyword
+    arguments. `TRAINING_FLAGS` says what each field means."""
+
+    preset: str = "paper"
+    dataset: str = "synthetic"
+    unconditional: bool = False
+    data_dir: str | None = None
+    num_synthetic: int = 2000
+    batch_size: int | None = None
+    train_steps: int | None = None
+    learning_rate: float = 1e-4
+    ema_decay: float | None = None
+    augmentation: str | None = None
+    mean_type: str | None = None
+    label_dropout: float = 0.0
+    network: dict | None = None
+    output_dir: str | None = None
+    steps_per_execution: int = 1
+    checkpoint_every: int | None = None
+    log_every: int = 50
+    sample_every: int = 0
+    resume: bool = False
+    new_run_record: bool = False
+    seed: int = 0
+    mixed_precision: str | None = None
+    flip: int = 1
+    tensorboard: bool = False
+    smoke: bool = False
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            _check_option(field, getattr(self, field.name))
+        if self.network:
+            unknown = sorted(set(self.network) - NETWORK_KEYS)
+            if unknown:
+                raise FlagError(
+                    f"--network: unknown network field(s) {unknown}; "
+                    f"expected some of {sorted(NETWORK_KEYS)}"
+                )
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise FlagError("--tensorboard needs the tensorboard package (pip install tensorboard)")
+
+    def to_argv(self):
+        """The command-line flags that give these options (defaults left out)."""
+        argv = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value == field.default:
+                continue
+            if field.type is bool:
+                argv.append(f"--{field.name}")
+            else:
+                argv += [
+                    f"--{field.name}",
+                    json.dumps(value) if isinstance(value, dict) else str(value),
+                ]
+        return argv
+
+
+def _check_option(field, value):
+    """Refuses a `TrainingOptions` value of the wrong type or range, naming its flag."""
+    spec = TRAINING_FLAGS[field.name]
+    flag = f"--{field.name}"
+    if value is None and field.default is None:
+        return
+    if field.type is bool:
+        ok, expected = isinstance(value, bool), "True or False"
+    elif "choices" in spec:
+        ok, expected = value in spec["choices"], f"one of {spec['choices']}"
+    elif field.name == "network":
+        ok, expected = isinstance(value, dict), "a dict (a JSON object on the command line)"
+    elif isinstance(spec["type"], _Validated):
+        kind = spec["type"].kind
+        typed = isinstance(value, kind) or (kind is float and isinstance(value, int))
+        ok = typed and not isinstance(value, bool) and spec["type"].check(value)
+        expected = spec["type"].expected
+    else:
+        ok, expected = isinstance(value, str), "a string"
+    if not ok:
+        raise FlagError(f"{flag}: expected {expected}, received {value!r}")
+
+
 def parse_args(stage, argv=None):
+    """The recipe's command line as `TrainingOptions` (argparse's usage and
+    exit 2 for a value of the wrong type)."""
     p = argparse.ArgumentParser(
         description=f"Train the {stage} stage of a cascade.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--preset",
-        default="paper",
-        choices=["paper", "small", "tiny"],
-        help="paper = the paper's architecture; small/tiny for CPUs",
-    )
-    p.add_argument(
-        "--dataset",
-        default="synthetic",
-        help="'synthetic', an image folder (one sub-folder per class; a folder of images "
-        "alone trains an unconditional stage), or a TFDS name",
-    )
-    p.add_argument(
-        "--unconditional",
-        action="store_true",
-        help="train without classes (num_classes=0) even on labelled data; inferred for a "
-        "folder of images without class sub-folders",
-    )
-    p.add_argument("--data_dir", default=None, help="TFDS data_dir")
-    p.add_argument("--num_synthetic", type=POSITIVE_INT, default=2000, help="synthetic set size")
-    p.add_argument("--batch_size", type=POSITIVE_INT, default=None, help="global batch size")
-    p.add_argument(
-        "--train_steps", type=POSITIVE_INT, default=None, help="step to train to (None: preset's)"
-    )
-    p.add_argument("--learning_rate", type=POSITIVE_FLOAT, default=1e-4, help="Adam's")
-    p.add_argument(
-        "--ema_decay", type=UNIT_INTERVAL, default=None, help="EMA decay (None: preset's)"
-    )
-    p.add_argument(
-        "--augmentation",
-        default=None,
-        choices=["gaussian", "blur", "none"],
-        help="SR stages: conditioning augmentation (default: the paper's choice)",
-    )
-    p.add_argument(
-        "--mean_type",
-        default=None,
-        choices=list(keras_cdm.diffusion.gaussian_diffusion.MEAN_TYPES),
-        help="what the network predicts (default: the preset's; small/tiny SR presets: v)",
-    )
-    p.add_argument(
-        "--label_dropout",
-        type=UNIT_INTERVAL,
-        default=0.0,
-        help="share of labels replaced by the null label (for classifier-free guidance)",
-    )
-    p.add_argument(
-        "--network",
-        type=_json_object,
-        default=None,
-        help="JSON overrides of the preset's network, e.g. '{\"base_channels\": 16}'",
-    )
-    p.add_argument("--output_dir", default=None, help="(None: runs/<stage>_<preset>)")
-    p.add_argument(
-        "--steps_per_execution",
-        type=POSITIVE_INT,
-        default=1,
-        help="training steps per call of the compiled step: the logs (input guard, stop "
-        "signals) reach the host once per N steps instead of every step; --checkpoint_every "
-        "and --train_steps must be multiples of N",
-    )
-    p.add_argument(
-        "--checkpoint_every", type=POSITIVE_INT, default=None, help="steps between checkpoints"
-    )
-    p.add_argument(
-        "--log_every",
-        type=POSITIVE_INT,
-        default=50,
-        help="steps between progress lines (step, loss, img/s, ETA) on stdout and in "
-        "output_dir/train.log",
-    )
-    p.add_argument(
-        "--sample_every",
-        type=NON_NEGATIVE_INT,
-        default=0,
-        help="checkpoints between sample grids (0: end only)",
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from output_dir/checkpoint.keras (an error if there is none)",
-    )
-    p.add_argument(
-        "--new_run_record",
-        action="store_true",
-        help="with --resume: write this command's data flags as output_dir/run.json instead "
-        "of checking them against it (for a run.json that is missing or damaged)",
-    )
-    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="data order, noise, init")
-    p.add_argument(
-        "--mixed_precision",
-        default=None,
-        choices=[None, "mixed_bfloat16", "mixed_float16"],
-        help="Keras dtype policy (None: float32)",
-    )
-    p.add_argument("--flip", type=int, default=1, choices=[0, 1], help="random horizontal flips")
-    p.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="also write TensorBoard scalars to output_dir/tb (needs the tensorboard package)",
-    )
-    p.add_argument("--smoke", action="store_true", help="a seconds-long run of the same code path")
-    args = p.parse_args(argv)
-    if args.network:
-        unknown = sorted(set(args.network) - NETWORK_KEYS)
-        if unknown:
-            p.error(
-                f"argument --network: unknown network field(s) {unknown}; "
-                f"expected some of {sorted(NETWORK_KEYS)}"
-            )
-    if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        p.error("argument --tensorboard: needs the tensorboard package (pip install tensorboard)")
-    return args
+    for field in dataclasses.fields(TrainingOptions):
+        spec = dict(TRAINING_FLAGS[field.name])
+        if field.type is bool:
+            p.add_argument(f"--{field.name}", action="store_true", **spec)
+            continue
+        if field.name == "network":
+            spec["type"] = _json_object
+        elif "choices" in spec and all(isinstance(c, int) for c in spec["choices"]):
+            spec["type"] = int
+        p.add_argument(f"--{field.name}", default=field.default, **spec)
+    try:
+        return TrainingOptions(**vars(p.parse_args(argv)))
+    except FlagError as e:
+        p.error(str(e))
 
 
 # What a stage without recorded sampler settings samples with, unless the

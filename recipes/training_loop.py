@@ -3,7 +3,7 @@ on a signal at a step boundary, the final stage and its sample grid; and
 `main`, the command line of every `train_*.py` recipe."""
 
 import csv
-import json
+import dataclasses
 import os
 import signal
 import sys
@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from recipe_flags import FlagError
 from recipe_flags import ResumeRefused
+from recipe_flags import TrainingOptions
 from recipe_flags import Unsupported
 from recipe_flags import cli
 from recipe_flags import parse_args
@@ -257,33 +258,33 @@ def set_steps_per_execution(model, n):
         model.train_function = None
 
 
-def train(stage, **flags):
-    """Trains `stage` from Python with the recipe's flags as keyword
-    arguments (`train("base16", preset="small", network={...}, resume=True)`),
-    checked exactly as on the command line. Returns the final `.keras` path."""
-    argv = []
-    for name, value in flags.items():
-        if value is None or value is False:
-            continue
-        argv.append(f"--{name}")
-        if value is not True:
-            argv.append(json.dumps(value) if isinstance(value, dict) else str(value))
-    return main(stage, argv)
-
-
-def main(stage, argv=None):
-    """The command line of every `train_*.py` recipe.
+def train(stage, options=None, **fields):
+    """Trains `stage` (`"base16"`, `"sr16to32"`, ...) and returns the final
+    `.keras` path: the recipe's run from Python, with its flags as typed
+    keyword arguments (`train("base16", preset="small", network={...},
+    resume=True)`) or as `TrainingOptions` (`fields` replace some of its
+    fields), checked as on the command line (`FlagError`).
 
     SIGINT (Ctrl-C) or SIGTERM stops the run at the end of the step that is
     running: the checkpoint of that step is written, the command that resumes
     it is printed, and the process exits with 128 + the signal number (130,
     143; `SystemExit` when called from Python). A second signal exits at once
-    and leaves the last checkpoint as it was. From the command line, a
-    refusal (`RecipeError`) is printed as one line (exit 2).
+    and leaves the last checkpoint as it was.
     """
+    if options is None:
+        options = TrainingOptions(**fields)
+    elif fields:
+        options = dataclasses.replace(options, **fields)
+    return _run(stage, options, options.to_argv())
+
+
+def main(stage, argv=None):
+    """The command line of every `train_*.py` recipe: its flags parsed into
+    `TrainingOptions`, then `train`. A refusal (`RecipeError`) is printed as
+    one line (exit 2) from the command line; raised when `argv` is given."""
     if argv is not None:
-        return _main(stage, list(argv))
-    return cli(lambda: _main(stage, sys.argv[1:]))
+        return _run(stage, parse_args(stage, list(argv)), list(argv))
+    return cli(lambda: _run(stage, parse_args(stage, sys.argv[1:]), sys.argv[1:]))
 
 
 def recipe_signal_stop():
@@ -298,13 +299,13 @@ def recipe_signal_stop():
     )
 
 
-def _main(stage, argv):
+def _run(stage, args, argv):
+    """`train`'s run, with `argv` the flags its resume command prints."""
     with recipe_signal_stop() as stop:
-        return _train(stage, argv, stop)
+        return _train(stage, args, argv, stop)
 
 
-def _train(stage, argv, stop):
-    args = parse_args(stage, argv)
+def _train(stage, args, argv, stop):
     keras.utils.set_random_seed(args.seed)
     preset, batch, steps, every = stage_settings(stage, args)
     spe = args.steps_per_execution

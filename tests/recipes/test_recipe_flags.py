@@ -62,6 +62,57 @@ def test_bad_flags_name_the_flag(flags, match, capsys, tmp_path):
     assert not os.path.exists(tmp_path / "checkpoint.keras")
 
 
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        (dict(batch_size=0), r"--batch_size: expected a positive int, received 0"),
+        (dict(batch_size=2.5), r"--batch_size: expected a positive int, received 2.5"),
+        (dict(train_steps=True), r"--train_steps: expected a positive int, received True"),
+        (dict(learning_rate="1e-4"), r"--learning_rate: expected a positive number"),
+        (dict(preset="big"), r"--preset: expected one of \['paper', 'small', 'tiny'\]"),
+        (dict(resume="yes"), r"--resume: expected True or False"),
+        (dict(network=[8]), r"--network: expected a dict"),
+        (dict(network={"base_chanels": 8}), r"unknown network field\(s\) \['base_chanels'\]"),
+    ],
+)
+def test_train_from_python_checks_each_typed_field(fields, match, tmp_path):
+    common = importlib.import_module("common")
+    with pytest.raises(common.FlagError, match=match):
+        common.train("base16", smoke=True, output_dir=str(tmp_path), **fields)
+    with pytest.raises(TypeError, match="batch_sise"):
+        common.train("base16", batch_sise=4)
+    assert not os.path.exists(tmp_path / "checkpoint.keras")
+
+
+def test_train_is_what_the_command_line_calls(tmp_path, capsys):
+    """`train(**fields)` and the flags parse into the same options; a run
+    from Python stops at its steps and prints a resume command made of them."""
+    common = importlib.import_module("common")
+    options = common.TrainingOptions(
+        preset="tiny", network={"base_channels": 8}, train_steps=3, resume=True, flip=0
+    )
+    argv = options.to_argv()
+    assert argv == [
+        "--preset", "tiny", "--train_steps", "3", "--network", '{"base_channels": 8}',
+        "--resume", "--flip", "0",
+    ]  # fmt: skip
+    assert common.parse_args("base16", argv) == options
+    assert common.parse_args("base16", []) == common.TrainingOptions()
+    final = common.train(
+        "base16",
+        smoke=True,
+        train_steps=2,
+        checkpoint_every=1,
+        network={"base_channels": 8, "norm_groups": 4},
+        output_dir=str(tmp_path),
+    )
+    assert final == os.path.join(str(tmp_path), "base16.keras") and os.path.exists(final)
+    with open(tmp_path / "log.csv") as f:
+        assert [row["step"] for row in csv.DictReader(f)] == ["1", "2"]
+    record = json.load(open(tmp_path / "run.json"))
+    assert record["network"] == {"base_channels": 8, "norm_groups": 4}
+
+
 def test_missing_dataset_folder_is_named(tmp_path):
     common = importlib.import_module("common")
     missing = str(tmp_path / "no_such_folder")
