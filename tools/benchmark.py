@@ -42,7 +42,6 @@ def build_stage(preset, torch_compile=False, dtype_policy=None, network_override
     """A preset's compiled training model (`DiffusionModel` or
     `SuperResDiffusionModel`), under `dtype_policy` (e.g. "mixed_bfloat16"),
     with `network_overrides` to its network."""
-    sys.path.insert(0, ROOT)
     import keras
 
     import keras_cdm
@@ -159,7 +158,6 @@ def _peak_memory_mb():
 def diffusers_config(preset, network_overrides=None):
     """`UNet2DModel` keyword arguments matching a keras_cdm preset's network
     (with `network_overrides`)."""
-    sys.path.insert(0, ROOT)
     from keras_cdm.models.presets import get_preset
 
     preset = get_preset(preset)

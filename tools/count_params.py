@@ -6,10 +6,7 @@ Networks are built on the abstract level (no weights are run), so even the
 paper presets count in seconds.
 """
 
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras_cdm  # noqa: E402
 from keras_cdm.networks.architectures import ARCHITECTURES  # noqa: E402

@@ -16,10 +16,7 @@ than the step each pipeline delivers.
 import argparse
 import itertools
 import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 

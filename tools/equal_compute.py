@@ -22,11 +22,9 @@ pays alike: negligible against the second-long steps it is meant for.
 import argparse
 import json
 import os
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def parse_stage(text, with_steps):

@@ -39,8 +39,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The device machine runs it from a checkout without installing keras_cdm.
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 # bf16 dense peaks (FLOP/s) by device name; `--peak_tflops` overrides.
 PEAK_BF16 = {"H200": 790e12, "H100": 790e12, "A100": 312e12}

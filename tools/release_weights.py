@@ -24,9 +24,6 @@ import json
 import os
 import re
 import shlex
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 

@@ -25,11 +25,9 @@ ratios to bicubic's, on this machine, after a first untimed batch.
 import argparse
 import json
 import os
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402

@@ -1,7 +1,6 @@
 """`tools/release_weights.py` (checkpoint → float16 preset directory with its
 run's record) and `tools/fid_vs_nfe.py` (FID per sampler and NFE, resumable,
-table and plot), `tools/sr_conditioning_check.py` and
-`tools/sr_prediction_ab.py`, at micro sizes."""
+table and plot) and `tools/sr_conditioning_check.py`, at micro sizes."""
 
 import csv
 import json
@@ -24,7 +23,6 @@ import evaluate  # noqa: E402
 import fid_vs_nfe  # noqa: E402
 import release_weights  # noqa: E402
 import sr_conditioning_check  # noqa: E402
-import sr_prediction_ab  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(600), torch_pass_only]
 
@@ -172,23 +170,3 @@ def test_sr_conditioning_check_reports_both_measurements(tmp_path):
     keras_cdm.DiffusionModel.from_preset("base16_tiny").save_to_preset(base)
     with pytest.raises(ValueError, match="is not a super-resolution stage"):
         sr_conditioning_check.main([base, "--num_images", "4"])
-
-
-def test_sr_prediction_ab_trains_each_mean_type_and_logs_every_round(tmp_path):
-    out = str(tmp_path / "ab.jsonl")
-    argv = ["--network", '{"base_channels": 8, "norm_groups": 4}', "--rounds", "2"]
-    argv += ["--steps_per_round", "1", "--batch_size", "4", "--num_images", "4"]
-    rows = sr_prediction_ab.main(argv + ["--num_steps", "2", "--out", out])
-    assert [(r["mean_type"], r["steps"]) for r in rows] == [
-        ("epsilon", 1),
-        ("v", 1),
-        ("epsilon", 2),
-        ("v", 2),
-    ]
-    with open(out) as f:
-        logged = [json.loads(line) for line in f]
-    assert logged == json.loads(json.dumps(rows))
-    for row in rows:
-        assert sorted(row["x0_vs_low_res"]) == [700, 900] and np.isfinite(row["loss"])
-    with pytest.raises(SystemExit):
-        sr_prediction_ab.main(["--preset", "base16_tiny"])
