@@ -31,9 +31,8 @@ class SamplerSettings:
     Args:
         num_steps: int or None. Respaced steps (`None`: all `T`).
         sampler: str. A registered solver (`keras_cdm.diffusion.solver_names()`,
-            each described in `keras_cdm.diffusion.solvers`): built in are
-            ancestral `"ddpm"` (the default), `"ddim"`, DPM-Solver++(2M) and
-            its stochastic form, and SDE-DPM-Solver++(3M).
+            each described in `keras_cdm.diffusion.solvers`). Defaults to
+            ancestral `"ddpm"`.
         eta: float. DDIM stochasticity (>= 0; only for solvers that take it,
             `"ddim"`). Defaults to `0.0`.
         clip_denoised: bool. Clip the predicted x0 to [-1, 1].
