@@ -253,3 +253,42 @@ class SDEDPMSolverPP3M(Solver):
         x_prev = ops.where(last, x0, x_prev)
         state = (x0, x0_1, h, h_1, ops.minimum(count + 1.0, 2.0))
         return x_prev, state
+
+
+@register_solver
+class EulerAncestral(Solver):
+    """Euler ancestral (k-diffusion's `sample_euler_ancestral` at η = 1,
+    the sampler of Karras et al. 2022's Table 1 baselines): an Euler step
+    of the probability-flow ODE in σ = √((1 − ᾱ)/ᾱ) down to σ_down, then
+    fresh noise up to σ_{t−1}.
+
+    With x = x_t/√ᾱ_t, D the predicted x0,
+    σ_up = min(σ_{t−1}, σ_{t−1} √(σ_t² − σ_{t−1}²)/σ_t) and
+    σ_down = √(σ_{t−1}² − σ_up²):
+
+        x_{t−1} = √ᾱ_{t−1} (x + (x − D)(σ_down − σ_t)/σ_t + σ_up z).
+
+    The last step (σ_{t−1} = 0) lands on D.
+    """
+
+    name = "euler_a"
+
+    @property
+    def draws_noise(self):
+        return True
+
+    def step(self, model_output, x_t, t, first, state, noise):
+        d = self.diffusion
+        x0 = d.p_mean_variance(model_output, x_t, t, self.clip_denoised)["pred_x0"]
+        x_t = ops.cast(x_t, "float32")
+        a = d._extract(d.alphas_cumprod, t, x_t)
+        a_prev = d._extract(d.alphas_cumprod_prev, t, x_t)
+        sigma = ops.sqrt((1.0 - a) / a)
+        sigma_next = ops.sqrt((1.0 - a_prev) / a_prev)
+        sigma_up = ops.minimum(
+            sigma_next, sigma_next * ops.sqrt(ops.maximum(sigma**2 - sigma_next**2, 0.0)) / sigma
+        )
+        sigma_down = ops.sqrt(ops.maximum(sigma_next**2 - sigma_up**2, 0.0))
+        x = x_t / ops.sqrt(a)
+        x = x + (x - x0) * (sigma_down - sigma) / sigma + sigma_up * ops.cast(noise, "float32")
+        return ops.sqrt(a_prev) * x, state
