@@ -46,7 +46,7 @@ def test_jax_data_parallel_matches_single_device(tmp_path):
         os.environ,
         KERAS_BACKEND="jax",
         PYTHONPATH=ROOT,
-        XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4",
     )
     proc = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900
