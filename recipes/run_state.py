@@ -16,7 +16,7 @@ import keras_cdm
 from keras_cdm.models.presets import get_preset
 
 
-def _stage_kwargs(stage, preset, args):
+def _model_kwargs(stage, preset, args):
     """Model arguments over the preset's own (augmentation, EMA decay)."""
     kwargs = {"seed": args.seed, "label_dropout": args.label_dropout}
     if args.ema_decay is not None:
@@ -33,7 +33,7 @@ def build_model(stage, preset, args, class_names=None):
     if args.mixed_precision:
         network_overrides["dtype"] = args.mixed_precision
     model = keras_cdm.DiffusionModel.from_preset(
-        preset, network_overrides=network_overrides, **_stage_kwargs(stage, preset, args)
+        preset, network_overrides=network_overrides, **_model_kwargs(stage, preset, args)
     )
     if class_names and len(class_names) == model.num_classes:
         model.class_names = tuple(class_names)  # saved with the stage
@@ -57,7 +57,7 @@ def check_resumed_model(model, stage, preset, args, output_dir):
     for key, value in network.items():
         if key in found and _plain(found[key]) != _plain(value):
             problems.append(f"network {key}={_plain(found[key])}, expected {_plain(value)}")
-    kwargs = dict(spec.model_kwargs, **_stage_kwargs(stage, preset, args))
+    kwargs = dict(spec.model_kwargs, **_model_kwargs(stage, preset, args))
     diffusion = dict(spec.diffusion, **kwargs.pop("diffusion", {}))
     found_diffusion = model.diffusion.get_config()
     for key, value in diffusion.items():

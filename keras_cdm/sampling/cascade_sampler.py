@@ -194,7 +194,7 @@ class CascadeSampler:
         """The labels a stage's `sample` takes (None: an unconditional stage)."""
         return None if stage.unconditional else labels
 
-    def _stage_kwargs(self, k, seed, image_indices):
+    def _sampling_kwargs(self, k, seed, image_indices):
         return {
             "image_indices": image_indices,
             "settings": self.settings[k],
@@ -313,7 +313,7 @@ class CascadeSampler:
             self._stage_labels(self.stages[0], labels),
             stop_at=stop,
             num_images=len(labels),
-            **self._stage_kwargs(0, self.stage_seed(seed, 0), indices),
+            **self._sampling_kwargs(0, self.stage_seed(seed, 0), indices),
         )
         outputs.append(x)
         for k, stage in enumerate(self.stages[1:], start=1):
@@ -328,7 +328,7 @@ class CascadeSampler:
                 aug_level=s,
                 noisy_low_res=noisy,
                 stop_at=stop,
-                **self._stage_kwargs(k, self.stage_seed(seed, k), indices),
+                **self._sampling_kwargs(k, self.stage_seed(seed, k), indices),
             )
             outputs.append(x)
         return outputs
@@ -365,6 +365,6 @@ class CascadeSampler:
                 low_res,
                 self._stage_labels(self.stages[-1], labels),
                 aug_level=s,
-                **self._stage_kwargs(last, self.stage_seed(seed, last), np.arange(len(labels))),
+                **self._sampling_kwargs(last, self.stage_seed(seed, last), np.arange(len(labels))),
             )
         return results
