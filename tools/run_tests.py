@@ -27,15 +27,20 @@ TEST_MODULES = {
 }
 
 
-def worker_flags(extra):
-    """pytest-xdist's `-n N` for a pass: one worker per core, at most 4 (each
-    holds a backend in memory; KERAS_CDM_TEST_WORKERS sets N, 1 runs in one
-    process). Compiling and tracing the tests' networks is single-threaded:
-    two workers ran the TF pass's heaviest files in 145 s instead of 234 s
-    on 2 cores. None if the caller passed its own `-n`."""
+def worker_flags(extra, backend="jax"):
+    """pytest-xdist's `-n N` for a backend's pass. JAX and TensorFlow: one
+    worker per core, at most 4 (each holds a backend in memory); their
+    tests are dominated by single-threaded compiling and tracing, and two
+    workers ran the TF pass's heaviest files in 145 s instead of 234 s on 2
+    cores (whole passes: JAX 357 s, TF 361 s, against 536 s and 812 s in one
+    process with other work on the cores). PyTorch: one process (its
+    kernels already use every core; its pass took 637 s on two workers
+    against 573 s in one). KERAS_CDM_TEST_WORKERS sets N for every backend;
+    a caller's own `-n` wins."""
     if any(a == "-n" or a.startswith("-n") and a[2:].isdigit() for a in extra):
         return []
-    n = int(os.environ.get("KERAS_CDM_TEST_WORKERS", min(4, os.cpu_count() or 1)))
+    default = 1 if backend == "torch" else min(4, os.cpu_count() or 1)
+    n = int(os.environ.get("KERAS_CDM_TEST_WORKERS", default))
     return ["-n", str(n)] if n > 1 else []
 
 
@@ -78,7 +83,7 @@ def main(argv):
         print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-rfE", "--durations=10"]
-            + worker_flags(extra)
+            + worker_flags(extra, backend)
             + extra,
             cwd=ROOT,
             env=env,

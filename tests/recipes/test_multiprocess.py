@@ -200,7 +200,16 @@ def test_two_processes_train_as_one_and_resume_after_sigterm(tmp_path):
             "torch": f"torch DDP rank {rank} of 2",
         }[BACKEND]
         assert expected in stdout[rank]
-    assert "Traceback" not in stdout[0] + stdout[1]
+    # No traceback from the recipe. torchrun's own agent may log one from its
+    # exit barrier when the node hosting the rendezvous store exits first
+    # (seen under load; both exit 0, which `finish` checks).
+    recipe_lines = [
+        line
+        for out in stdout
+        for line in out.splitlines()
+        if "torch/distributed/elastic/" not in line
+    ]
+    assert not any("Traceback" in line for line in recipe_lines)
     # One global batch of 4 = two shares of 2: the same losses as one process
     # (had each fed the whole batch, the global batch would be 8), before
     # and after the resume. A row logs its interval's mean loss: the row

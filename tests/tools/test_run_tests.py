@@ -32,12 +32,15 @@ def test_missing_extras_are_named(monkeypatch, capsys):
     ]
 
 
-def test_each_pass_runs_on_one_worker_per_core_unless_told(monkeypatch):
+def test_jax_and_tf_passes_run_on_one_worker_per_core_unless_told(monkeypatch):
     monkeypatch.delenv("KERAS_CDM_TEST_WORKERS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert run_tests.worker_flags([]) == ["-n", "2"]
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert run_tests.worker_flags(["-x"]) == ["-n", "4"]
     assert run_tests.worker_flags(["-n", "3"]) == [] and run_tests.worker_flags(["-n3"]) == []
+    assert run_tests.worker_flags([], "torch") == []
     monkeypatch.setenv("KERAS_CDM_TEST_WORKERS", "1")
     assert run_tests.worker_flags([]) == []
+    monkeypatch.setenv("KERAS_CDM_TEST_WORKERS", "2")
+    assert run_tests.worker_flags([], "torch") == ["-n", "2"]
