@@ -16,7 +16,13 @@ from conftest import ROOT
 import keras_cdm
 
 WEIGHTS = os.path.join(ROOT, "weights")
-RELEASES = ("shapes/base16", "shapes/sr16to32", "cifar10/base16", "cifar10/sr16to32")
+RELEASES = (
+    "shapes/base16",
+    "shapes/sr16to32",
+    "cifar10/base16",
+    "cifar10/sr16to32",
+    "cifar10/base32",
+)
 
 
 def _dir(name):
@@ -80,6 +86,16 @@ def test_released_cascades_sample_on_this_backend(family):
         num_steps=2,
         sampler="dpm++2m",
     )
+    assert cascade.num_classes == 10
+    images = cascade.sample([0, 9], seed=0)
+    assert images.shape == (2, 32, 32, 3)
+    assert np.all(np.isfinite(images)) and np.abs(images).max() <= 1.0
+
+
+def test_released_base32_samples_on_this_backend():
+    """The non-cascaded 32x32 base (#26) samples alone, in one command."""
+    keras.utils.set_random_seed(0)
+    cascade = keras_cdm.CascadeSampler([_dir("cifar10/base32")], num_steps=2, sampler="dpm++2m")
     assert cascade.num_classes == 10
     images = cascade.sample([0, 9], seed=0)
     assert images.shape == (2, 32, 32, 3)
