@@ -182,9 +182,9 @@ def test_two_processes_train_as_one_and_resume_after_sigterm(tmp_path):
     batch: the losses and weights of one process), stopped by SIGTERM to
     both and resumed from the printed command (both engines' processes once
     ignored it: joining the others hands SIGTERM to the runtime's own
-    preemption notifier), then sample as one. PyTorch: the stop is tested
-    under torchrun's forwarding in tests/recipes/test_signals.py, here with
-    -m large (test_two_processes_killed_and_resumed_end_as_uninterrupted)."""
+    preemption notifier), then sample as one. PyTorch trains without the
+    stop here: SIGTERM under torchrun (its forwarding to every process) is
+    tested in tests/recipes/test_signals.py."""
     steps = 12
     one, two = tmp_path / "one", tmp_path / "two"
     finish(launch(one, steps, 1))
