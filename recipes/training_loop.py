@@ -301,6 +301,7 @@ def recipe_signal_stop():
 
 def _run(stage, args, argv):
     """`train`'s run, with `argv` the flags its resume command prints."""
+    args = dataclasses.replace(args)  # the run edits its copy (an unlabelled set's network)
     with recipe_signal_stop() as stop:
         return _train(stage, args, argv, stop)
 
