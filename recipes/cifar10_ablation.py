@@ -167,16 +167,6 @@ def main(argv=None):
             extractor, images, labels, reference, real["features"], real["labels"]
         )
         result.pop("fid_per_class", None)
-        # Spread: FID of two disjoint halves of the sample set (features once).
-        feats, _ = extractor(images)
-        half = len(feats) // 2
-        mu_ref, sigma_ref, _ = reference
-        result["fid_halves"] = []
-        for part in (feats[:half], feats[half : 2 * half]):
-            stats = ev.RunningStatistics(part.shape[1], extractor.name).update(part)
-            result["fid_halves"].append(
-                ev.frechet_distance(stats.mean, stats.covariance, mu_ref, sigma_ref)
-            )
         return result
 
     def cascade_samples(name, stages, labels, seed, aug_levels=(), mode="non_truncated"):

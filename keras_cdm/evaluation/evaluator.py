@@ -44,7 +44,10 @@ def evaluate_samples(extractor, images, labels, reference, real_features=None, r
         A dict of metrics: `fid`, `inception_score` (if the extractor has
         probabilities), `class_accuracy` (whether the extractor's classifier
         agrees with the conditioning label), `precision`, `recall`,
-        `fid_per_class` (if real features are given).
+        `fid_per_class` (if real features are given), `fid_halves` (the
+        FIDs of the first and the second half of the samples, scored apart:
+        the spread a sample set of half the size would show; with at least
+        4 samples).
     """
     mu_ref, sigma_ref, name = reference
     if name != extractor.name:
@@ -59,6 +62,12 @@ def evaluate_samples(extractor, images, labels, reference, real_features=None, r
         "num_samples": int(len(feats)),
         "fid": frechet_distance(stats.mean, stats.covariance, mu_ref, sigma_ref),
     }
+    half = len(feats) // 2
+    if half >= 2:
+        result["fid_halves"] = [
+            frechet_distance(part.mean(0), np.cov(part, rowvar=False), mu_ref, sigma_ref)
+            for part in (feats[:half], feats[half : 2 * half])
+        ]
     if probs is not None:
         result["inception_score"], result["inception_score_std"] = inception_score(probs)
         if np.min(labels) >= 0 and probs.shape[1] >= int(np.max(labels)) + 1:

@@ -34,6 +34,19 @@ def test_sample_checks_and_extractor_mismatch():
     assert abs(result["fid"]) < 1e-6
     assert result["precision"] == 1.0 and result["recall"] == 1.0
     assert set(result["fid_per_class"]) == {0, 1, 2}
+    # The halves are scored apart: a set whose second half is another
+    # distribution (here: black images) shows it in the second FID only.
+    dark = np.concatenate([images[:20], np.zeros_like(images[20:])])
+    with pytest.warns(UserWarning, match="singular"):
+        halves = ev.evaluate_samples(
+            extractor, dark, labels, (stats.mean, stats.covariance, "clf")
+        )["fid_halves"]
+    first = feats[:20]
+    expected = ev.frechet_distance(
+        first.mean(0), np.cov(first, rowvar=False), stats.mean, stats.covariance
+    )
+    np.testing.assert_allclose(halves[0], expected, rtol=1e-5, atol=1e-6)
+    assert halves[1] > 10 * max(halves[0], 1e-3)
 
 
 def test_classification_accuracy_score_learns_separable_data():

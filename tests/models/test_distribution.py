@@ -154,7 +154,9 @@ try:
     model.fit(LastRankBad(), epochs=1, shuffle=False, verbose=0)
     print("no error")
 except ValueError as e:
-    print("guard:", str(e).split(". ")[0])
+    # One write per line: two ranks share the pipe, and print's separate writes interleave.
+    sys.stdout.write("guard: " + str(e).split(". ")[0] + "\n")
+    sys.stdout.flush()
 """
 
 
