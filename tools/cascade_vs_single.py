@@ -161,28 +161,34 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     os.makedirs(os.path.join(args.out, "samples"), exist_ok=True)
-    stages = {
-        k: keras_cdm.models.resolve_stage(getattr(args, k))
-        for k in ("base16", "sr", "sr_noaug", "base32")
-    }
     settings = dict(
         num_steps=args.num_steps, sampler=args.sampler, spacing=args.spacing, guidance_scale=1.0
     )
+    stages = {k: keras_cdm.models.resolve_stage(getattr(args, k)) for k in ("base16", "base32")}
     size, low_size = stages["base32"].image_size, stages["base16"].image_size
-    for k in ("sr", "sr_noaug"):
-        got = (getattr(stages[k], "low_res_size", None), stages[k].image_size)
-        if got != (low_size, size):
-            what = "a base stage" if got[0] is None else f"{got[0]}->{got[1]}"
-            raise SystemExit(
-                f"--{k}: expected an SR stage {low_size}->{size} (--base16's size to "
-                f"--base32's); received {what} ({getattr(args, k)})"
-            )
     num_classes = stages["base32"].num_classes
     if not num_classes or stages["base16"].num_classes != num_classes:
         raise SystemExit(
             "--base16 and --base32: expected class-conditional stages with the same classes; "
             f"received {stages['base16'].num_classes} and {num_classes} classes"
         )
+
+    def sr_stage(k):
+        """An SR stage, loaded when its first row needs it (the no-augmentation
+        row comes last: it may still be training when the run starts)."""
+        if k not in stages:
+            stage = keras_cdm.models.resolve_stage(getattr(args, k))
+            got = (getattr(stage, "low_res_size", None), stage.image_size)
+            if got != (low_size, size):
+                what = "a base stage" if got[0] is None else f"{got[0]}->{got[1]}"
+                raise SystemExit(
+                    f"--{k}: expected an SR stage {low_size}->{size} (--base16's size to "
+                    f"--base32's); received {what} ({getattr(args, k)})"
+                )
+            stages[k] = stage
+        return stages[k]
+
+    sr_stage("sr")
     extractor = evaluate.get_extractor(args.extractor)
     ref_path = os.path.join(args.out, "reference_test.npz")
     if not os.path.isfile(ref_path):
@@ -200,7 +206,7 @@ def main(argv=None):
 
     def cascade(sr, mode="non_truncated", s=0):
         return keras_cdm.CascadeSampler(
-            [stages["base16"], stages[sr]], aug_levels=[s], mode=mode, **settings
+            [stages["base16"], sr_stage(sr)], aug_levels=[s], mode=mode, **settings
         )
 
     def chunked(name, make, labels):
@@ -228,7 +234,7 @@ def main(argv=None):
     labels = np.arange(args.num_samples) % num_classes
     base = keras_cdm.CascadeSampler([stages["base16"]], **settings)
     one = keras_cdm.CascadeSampler([stages["base32"]], **settings)
-    aug, noaug = cascade("sr", s=best), cascade("sr_noaug")
+    aug = cascade("sr", s=best)
     truncated = cascade("sr", mode="truncated", s=best)
     low = chunked(
         "base16", lambda lab, first: base.sample(lab, seed=SEED, first_index=first), labels
@@ -258,7 +264,10 @@ def main(argv=None):
             ),
             labels,
         ),
-        "cascade, no augmentation": (lambda: chunked("noaug", on_low(noaug, 0), labels), labels),
+        "cascade, no augmentation": (
+            lambda: chunked("noaug", on_low(cascade("sr_noaug"), 0), labels),
+            labels,
+        ),
         f"base{low_size} + bicubic (SR floor)": (lambda: bicubic(low, size), labels),
         f"test images {low_size}x{low_size} + bicubic (data floor)": (
             lambda: bicubic(box_downsample(test_images, size // low_size), size),
@@ -268,10 +277,13 @@ def main(argv=None):
     }
     rows_path = os.path.join(args.out, "rows.json")
     rows = read_json(rows_path)
-    for name, (make, row_labels) in rows_spec.items():
+    last = "cascade, no augmentation"
+    for name in sorted(rows_spec, key=lambda n: n == last):
+        make, row_labels = rows_spec[name]
         if name in rows:
             continue
         rows[name] = score(make(), row_labels)
+        rows = {n: rows[n] for n in rows_spec if n in rows}
         common.write_json(rows_path, rows)
         print(f"[cascade_vs_single] {name}: FID {rows[name]['fid']:.3f}", flush=True)
     meta = (
