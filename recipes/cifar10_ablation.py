@@ -248,11 +248,10 @@ def to_u8(images):
     return keras_cdm.utils.images.to_uint8(np.asarray(images))
 
 
-def write_table(out, results, sweep, best, args):
-    clf = read_json(os.path.join(out, "classifier.json"))
+def metrics_table(results, first_column, fid_column="FID"):
+    """Markdown lines: one row per named result of `evaluate_samples`."""
     lines = [
-        f"| arm | FID ({args.num_samples} samples) | FID of the two halves | class acc. "
-        "| precision | recall |",
+        f"| {first_column} | {fid_column} | FID of the two halves | class acc. | precision | recall |",
         "|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
@@ -261,6 +260,12 @@ def write_table(out, results, sweep, best, args):
             f"| {name} | {r['fid']:.2f} | {halves} | {r.get('class_accuracy', 0):.3f} | "
             f"{r.get('precision', 0):.3f} | {r.get('recall', 0):.3f} |"
         )
+    return lines
+
+
+def write_table(out, results, sweep, best, args):
+    clf = read_json(os.path.join(out, "classifier.json"))
+    lines = metrics_table(results, "arm", f"FID ({args.num_samples} samples)")
     lines += [
         "",
         "Sweep of s (gaussian-augmented SR, non-truncated, "

@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.join(ROOT, "recipes"))
 import common  # noqa: E402
 import evaluate  # noqa: E402
 import numpy as np  # noqa: E402
+from cifar10_ablation import metrics_table  # noqa: E402
 from cifar10_ablation import read_json  # noqa: E402
 from cifar10_ablation import sample_chunked  # noqa: E402
 from keras import ops  # noqa: E402
@@ -117,16 +118,7 @@ def write_svg(path, sweep, best, title):
 
 
 def write_table(out, rows, sweep, best, meta):
-    lines = [
-        "| row | FID | FID of the two halves | class acc. | precision | recall |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, r in rows.items():
-        halves = " / ".join(f"{h:.2f}" for h in r["fid_halves"])
-        lines.append(
-            f"| {name} | {r['fid']:.2f} | {halves} | {r.get('class_accuracy', 0):.3f} | "
-            f"{r.get('precision', 0):.3f} | {r.get('recall', 0):.3f} |"
-        )
+    lines = metrics_table(rows, "row")
     lines += [
         "",
         "Sweep of s (SR with augmentation, non-truncated): "
