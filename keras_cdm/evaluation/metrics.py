@@ -45,14 +45,18 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
 
 
 def inception_score(probs, splits=10):
-    """Inception Score of class probabilities `(n, classes)`: mean and std over splits."""
+    """Inception Score of class probabilities `(n, classes)`: mean and std over
+    splits (at most one split per sample: fewer samples than `splits` would
+    leave empty splits, whose score is NaN)."""
     probs = np.asarray(probs, np.float64)
-    if probs.ndim != 2:
-        raise ValueError(f"Expected probabilities of shape (n, classes). Received: {probs.shape}")
+    if probs.ndim != 2 or not len(probs):
+        raise ValueError(
+            f"Expected probabilities of shape (n, classes), n >= 1. Received: {probs.shape}"
+        )
     if np.any(probs < 0) or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
         raise ValueError("Expected rows of class probabilities (non-negative, summing to 1).")
     scores = []
-    for part in np.array_split(probs, splits):
+    for part in np.array_split(probs, max(1, min(splits, len(probs)))):
         marginal = part.mean(axis=0, keepdims=True)
         kl = part * (np.log(part + 1e-12) - np.log(marginal + 1e-12))
         scores.append(np.exp(kl.sum(axis=1).mean()))

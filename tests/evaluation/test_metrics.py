@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,13 @@ def test_inception_score_of_confident_balanced_predictions():
     assert ev.inception_score(uniform)[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="probabilities"):
         ev.inception_score(np.full((10, 3), 2.0))
+    with pytest.raises(ValueError, match=r"n >= 1"):
+        ev.inception_score(np.zeros((0, 3)))
+    # Fewer samples than splits: one split per sample, no empty split's NaN.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        few = ev.inception_score(np.eye(3)[np.arange(6) % 3], splits=10)
+    assert few == (pytest.approx(1.0), pytest.approx(0.0))
 
 
 def test_streaming_equals_one_shot(tmp_path):
