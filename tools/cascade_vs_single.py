@@ -56,6 +56,22 @@ def bicubic(images, size):
     return np.clip(ops.convert_to_numpy(out), -1.0, 1.0)
 
 
+def matching_real_images(real_labels, labels):
+    """Indices of real images with the sample rows' labels, in their order:
+    the k-th image of class c for the k-th sample of class c (a data set's
+    first n images may hold a few classes only: image folders list by class)."""
+    pick = np.empty(len(labels), np.int64)
+    for c in np.unique(labels):
+        want, have = np.flatnonzero(labels == c), np.flatnonzero(real_labels == c)
+        if len(have) < len(want):
+            raise SystemExit(
+                f"--num_samples: {len(want)} samples of class {c} need as many real test "
+                f"images of it for the real rows; the test split has {len(have)}"
+            )
+        pick[want] = have[: len(want)]
+    return pick
+
+
 def sr_from(cascade, low_res, labels, first, aug_level, seed):
     """The cascade's last stage on given stage-1 samples, non-truncated: the
     images `cascade.sample(labels, seed=seed, first_index=first)` gives
@@ -235,8 +251,9 @@ def main(argv=None):
     def on_low(c, s):
         return lambda lab, first: sr_from(c, low[first : first + len(lab)], lab, first, s, SEED)
 
-    test_images = real["images"][: args.num_samples].astype("float32") / 127.5 - 1.0
-    test_labels = real["labels"][: args.num_samples]
+    pick = matching_real_images(real["labels"], labels)
+    test_images = real["images"][pick].astype("float32") / 127.5 - 1.0
+    test_labels = real["labels"][pick]
     rows_spec = {
         f"base{size} alone": (
             lambda: chunked(
@@ -279,7 +296,7 @@ def main(argv=None):
         common.write_json(rows_path, rows)
         print(f"[cascade_vs_single] {name}: FID {rows[name]['fid']:.3f}", flush=True)
     meta = (
-        f"{args.num_samples} samples per row (real rows: the first {args.num_samples} test images) "
+        f"{args.num_samples} samples per row (real rows: as many test images, with the same labels) "
         f"against the {len(real['labels'])} test images; {args.sampler} ({args.spacing} spacing), "
         f"{args.num_steps} steps per stage, no guidance; sweep {args.sweep_samples} samples per level."
     )

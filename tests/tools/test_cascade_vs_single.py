@@ -87,6 +87,17 @@ def test_rows_sweep_and_resume(tmp_path):
     assert sweep2["0"] == sweep["0"]
 
 
+def test_real_rows_have_the_sample_rows_labels():
+    # A test split listed class by class: its first images are one class.
+    real = np.repeat(np.arange(3), 4)
+    labels = np.arange(9) % 3
+    pick = cascade_vs_single.matching_real_images(real, labels)
+    np.testing.assert_array_equal(real[pick], labels)
+    assert len(set(pick)) == 9
+    with pytest.raises(SystemExit, match="5 samples of class 0 need as many real"):
+        cascade_vs_single.matching_real_images(real, np.arange(15) % 3)
+
+
 def test_refuses_stages_that_do_not_fit(tmp_path):
     paths = _stages(tmp_path)
     argv = [f"--{k}={paths['base32'] if k == 'sr' else v}" for k, v in paths.items()]
