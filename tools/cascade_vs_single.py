@@ -99,10 +99,17 @@ def write_svg(path, sweep, best, title):
     def x_of(s):
         return left + (s - min(levels)) / span * (w - left - right)
 
-    def y_of(v, hi):
-        return top + (1 - v / hi) * (h - top - bottom)
+    def span_of(values):
+        """An axis around the values (not from 0: the sweep's effect is small)."""
+        lo, hi = min(values), max(values)
+        pad = 0.1 * (hi - lo) or 0.05 * abs(hi) or 1.0
+        return lo - pad, hi + pad
 
-    hi_f, hi_a = max(fids) * 1.1, max(max(accs) * 1.1, 1e-6)
+    def y_of(v, axis):
+        lo, hi = axis
+        return top + (1 - (v - lo) / (hi - lo)) * (h - top - bottom)
+
+    ax_f, ax_a = span_of(fids), span_of(accs)
     svg = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
         'font-family="sans-serif" font-size="12">',
@@ -114,15 +121,16 @@ def write_svg(path, sweep, best, title):
         f'<text x="{w - right + 6}" y="{top - 8}" fill="#d62728">class acc.</text>',
     ]
     for i in range(5):
-        f, a = hi_f * i / 4, hi_a * i / 4
-        y = y_of(f, hi_f)
+        f = ax_f[0] + (ax_f[1] - ax_f[0]) * i / 4
+        a = ax_a[0] + (ax_a[1] - ax_a[0]) * i / 4
+        y = y_of(f, ax_f)
         svg.append(f'<line x1="{left}" y1="{y}" x2="{w - right}" y2="{y}" stroke="#ddd"/>')
         svg.append(f'<text x="{left - 40}" y="{y + 4}" fill="#1f77b4">{f:.2f}</text>')
         svg.append(f'<text x="{w - right + 6}" y="{y + 4}" fill="#d62728">{a:.3f}</text>')
     for s in levels:
         svg.append(f'<text x="{x_of(s) - 8}" y="{h - bottom + 16}">{s}</text>')
-    for values, hi, colour in ((fids, hi_f, "#1f77b4"), (accs, hi_a, "#d62728")):
-        pts = [(x_of(s), y_of(v, hi)) for s, v in zip(levels, values)]
+    for values, axis, colour in ((fids, ax_f, "#1f77b4"), (accs, ax_a, "#d62728")):
+        pts = [(x_of(s), y_of(v, axis)) for s, v in zip(levels, values)]
         coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
         svg.append(f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>')
         svg += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in pts]
