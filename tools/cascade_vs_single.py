@@ -44,6 +44,7 @@ from keras import ops  # noqa: E402
 import keras_cdm  # noqa: E402
 from keras_cdm import evaluation as ev  # noqa: E402
 from keras_cdm.data.stage_dataset import box_downsample  # noqa: E402
+from keras_cdm.models.reverse_process import SPACINGS  # noqa: E402
 from keras_cdm.utils.images import to_uint8  # noqa: E402
 
 SEED, SWEEP_SEED = 21, 11
@@ -159,14 +160,32 @@ def write_table(out, rows, sweep, best, meta):
     return text
 
 
+def check_same_run(args):
+    """`--out` keeps sample sets and scores to resume from: they belong to
+    one set of stages and settings. A rerun with others is refused (it
+    would mix their samples into these rows); new `--levels` are added."""
+    record = {k: v for k, v in vars(args).items() if k not in ("levels", "out")}
+    path = os.path.join(args.out, "run.json")
+    kept = read_json(path)
+    if kept and kept != record:
+        changed = ", ".join(
+            f"--{k} {kept.get(k)!r} -> {v!r}" for k, v in record.items() if kept.get(k) != v
+        )
+        raise SystemExit(
+            f"--out {args.out} holds a run with other flags ({changed}); use another --out "
+            "or delete it"
+        )
+    common.write_json(path, record)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag in ("base16", "sr", "sr_noaug", "base32"):
         p.add_argument(f"--{flag}", required=True, help="a stage: preset directory or .keras")
     p.add_argument("--data", required=True, help="the data set (its test split is the reference)")
     p.add_argument("--extractor", required=True, help="the evaluation classifier (.keras)")
-    p.add_argument("--sampler", default="ddpm")
-    p.add_argument("--spacing", default="uniform")
+    p.add_argument("--sampler", default="ddpm", choices=keras_cdm.diffusion.solver_names())
+    p.add_argument("--spacing", default="uniform", choices=SPACINGS)
     p.add_argument("--num_steps", type=common.POSITIVE_INT, default=20, help="per stage")
     p.add_argument("--num_samples", type=common.POSITIVE_INT, default=5000)
     p.add_argument("--sweep_samples", type=common.POSITIVE_INT, default=1000)
@@ -177,6 +196,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     os.makedirs(os.path.join(args.out, "samples"), exist_ok=True)
+    check_same_run(args)
     settings = dict(
         num_steps=args.num_steps, sampler=args.sampler, spacing=args.spacing, guidance_scale=1.0
     )

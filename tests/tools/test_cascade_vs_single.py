@@ -85,6 +85,9 @@ def test_rows_sweep_and_resume(tmp_path):
     )
     assert rows2["base16 alone"]["fid"] == 123.0 and sorted(sweep2) == ["0", "10", "20"]
     assert sweep2["0"] == sweep["0"]
+    # Other settings into the same --out: refused, not mixed with its samples.
+    with pytest.raises(SystemExit, match=r"--num_steps 2 -> 3"):
+        cascade_vs_single.main(argv + ["--num_steps", "3"])
 
 
 def test_real_rows_have_the_sample_rows_labels():
