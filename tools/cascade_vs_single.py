@@ -163,7 +163,8 @@ def write_table(out, rows, sweep, best, meta):
 def check_same_run(args):
     """`--out` keeps sample sets and scores to resume from: they belong to
     one set of stages and settings. A rerun with others is refused (it
-    would mix their samples into these rows); new `--levels` are added."""
+    would mix their samples into these rows); new `--levels` are added.
+    Returns the record for `write_run` once the stages pass their checks."""
     record = {k: v for k, v in vars(args).items() if k not in ("levels", "out")}
     path = os.path.join(args.out, "run.json")
     kept = read_json(path)
@@ -175,7 +176,7 @@ def check_same_run(args):
             f"--out {args.out} holds a run with other flags ({changed}); use another --out "
             "or delete it"
         )
-    common.write_json(path, record)
+    return record
 
 
 def main(argv=None):
@@ -195,8 +196,7 @@ def main(argv=None):
     p.add_argument("--chunk", type=common.POSITIVE_INT, default=500)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    os.makedirs(os.path.join(args.out, "samples"), exist_ok=True)
-    check_same_run(args)
+    record = check_same_run(args)
     settings = dict(
         num_steps=args.num_steps, sampler=args.sampler, spacing=args.spacing, guidance_scale=1.0
     )
@@ -225,6 +225,10 @@ def main(argv=None):
         return stages[k]
 
     sr_stage("sr")
+    if os.path.exists(args.sr_noaug):  # else it is still training: checked when its row comes
+        sr_stage("sr_noaug")
+    os.makedirs(os.path.join(args.out, "samples"), exist_ok=True)
+    common.write_json(os.path.join(args.out, "run.json"), record)
     extractor = evaluate.get_extractor(args.extractor)
     ref_path = os.path.join(args.out, "reference_test.npz")
     if not os.path.isfile(ref_path):

@@ -104,5 +104,13 @@ def test_real_rows_have_the_sample_rows_labels():
 def test_refuses_stages_that_do_not_fit(tmp_path):
     paths = _stages(tmp_path)
     argv = [f"--{k}={paths['base32'] if k == 'sr' else v}" for k, v in paths.items()]
+    out = str(tmp_path / "out")
     with pytest.raises(SystemExit, match=r"--sr: expected an SR stage 8->16"):
-        cascade_vs_single.main(argv + ["--data", "synthetic", "--extractor", "x", "--out", "y"])
+        cascade_vs_single.main(argv + ["--data", "synthetic", "--extractor", "x", "--out", out])
+    # A refused run leaves no record that would refuse the corrected one.
+    assert not os.path.exists(os.path.join(out, "run.json"))
+    # A no-augmentation stage that exists is checked before any sampling.
+    argv = [f"--{k}={paths['base32'] if k == 'sr_noaug' else v}" for k, v in paths.items()]
+    with pytest.raises(SystemExit, match=r"--sr_noaug: expected an SR stage 8->16"):
+        cascade_vs_single.main(argv + ["--data", "synthetic", "--extractor", "x", "--out", out])
+    assert not os.path.exists(os.path.join(out, "run.json"))
