@@ -41,12 +41,17 @@ def test_sample_checks_and_extractor_mismatch():
         halves = ev.evaluate_samples(
             extractor, dark, labels, (stats.mean, stats.covariance, "clf")
         )["fid_halves"]
-    first = feats[:20]
-    expected = ev.frechet_distance(
-        first.mean(0), np.cov(first, rowvar=False), stats.mean, stats.covariance
-    )
-    np.testing.assert_allclose(halves[0], expected, rtol=1e-5, atol=1e-6)
-    assert halves[1] > 10 * max(halves[0], 1e-3)
+    dark_feats, _ = extractor(dark)
+    for half, part in zip(halves, (dark_feats[:20], dark_feats[20:])):
+        expected = ev.frechet_distance(
+            part.mean(0), np.cov(part, rowvar=False), stats.mean, stats.covariance
+        )
+        np.testing.assert_allclose(half, expected, rtol=1e-5, atol=1e-9)
+    # (An untrained classifier's features of black and of noise images can
+    # be close: the halves are checked against their own statistics, not
+    # against a margin that depends on the initialisation.)
+    np.testing.assert_array_equal(dark_feats[:20], feats[:20])
+    assert halves[1] != halves[0]
 
 
 def test_classification_accuracy_score_learns_separable_data():
