@@ -26,7 +26,9 @@ FID a perfect stage would get with this many samples. `--students DIR ...`
 adds a `distilled` row: each distilled student of the stage
 (`recipes/distill.py`) at its recorded settings, its steps as the NFE; for
 a cascade each is `BASE_DIR,SR_DIR,...` (one student per stage, all of the
-same step count).
+same step count). `--student_samplers ddim_renoise` adds a
+`distilled/ddim_renoise` row: the same students on their own grid and step
+count with another solver (e.g. the stochastic one of Meng et al.).
 """
 
 import argparse
@@ -202,8 +204,18 @@ def main(argv=None):
         help="distilled students of the stage (preset directories), each at its recorded "
         "settings: a 'distilled' row; for a cascade, BASE_DIR,SR_DIR,... per student",
     )
+    p.add_argument(
+        "--student_samplers",
+        nargs="+",
+        default=[],
+        choices=keras_cdm.diffusion.solver_names(),
+        help="also sample the students with these solvers (on their own grid and steps): "
+        "a 'distilled/SAMPLER' row each",
+    )
     p.add_argument("--out", default="results/fid_vs_nfe")
     args = p.parse_args(argv)
+    if args.student_samplers and not args.students:
+        p.error("--student_samplers: there are no --students to sample")
     import evaluate  # recipes/evaluate.py
 
     n_sr = len(args.stages) - 1
@@ -255,18 +267,22 @@ def main(argv=None):
                 f"step count (recorded: {sorted(steps, key=str)})"
             )
         students[steps.pop()] = chain
-    runs += [("distilled", None, n, chain) for n, chain in students.items()]
+    runs += [
+        ("distilled", s, n, chain)
+        for s in [None, *args.student_samplers]
+        for n, chain in students.items()
+    ]
     for sampler, spacing, nfe, chain in runs:
-        if sampler == "distilled":
-            key = f"distilled@{nfe}"
+        if sampler == "distilled":  # `spacing` holds the solver, None: the recorded one
+            key = f"distilled@{nfe}" if spacing is None else f"distilled/{spacing}@{nfe}"
         else:
             key = f"{row_label(sampler, spacing)}@{nfe}"
             key += "" if chain is cascade.stages else "@float32"
         if key in results:
             continue
         start = time.time()
-        if sampler == "distilled":  # its own steps, solver and grid
-            sampling = keras_cdm.CascadeSampler(chain, **aug)
+        if sampler == "distilled":  # its own steps and grid; its solver unless given
+            sampling = keras_cdm.CascadeSampler(chain, sampler=spacing, **aug)
         else:
             sampling = keras_cdm.CascadeSampler(
                 chain, num_steps=nfe, sampler=sampler, spacing=spacing, **aug
@@ -313,6 +329,7 @@ def main(argv=None):
         if s in args.samplers
     ]
     nfes = sorted(set(args.nfe) | set(students))
+    samplers += [f"distilled/{s}" for s in args.student_samplers]
     samplers += ["distilled"] if students else []
     table = write_table(args.out, results, samplers, nfes, meta)
     svg = write_svg(

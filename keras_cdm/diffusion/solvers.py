@@ -292,3 +292,41 @@ class EulerAncestral(Solver):
         x = x_t / ops.sqrt(a)
         x = x + (x - x0) * (sigma_down - sigma) / sigma + sigma_up * ops.cast(noise, "float32")
         return ops.sqrt(a_prev) * x, state
+
+
+@register_solver
+class DDIMRenoise(Solver):
+    """Stochastic sampling of a distilled student (Meng et al., CVPR 2023,
+    arXiv:2210.03142, §4.3): a deterministic DDIM step of twice the step
+    size, t → t − 2, then fresh forward noise back up to t − 1, so each
+    network call still advances one step. With ᾱ the respaced schedule,
+    D the predicted x0 and ε̂ = (x_t − √ᾱ_t D)/√(1 − ᾱ_t):
+
+        x_{t−2} = √ᾱ_{t−2} D + √(1 − ᾱ_{t−2}) ε̂,
+        x_{t−1} = √(ᾱ_{t−1}/ᾱ_{t−2}) x_{t−2} + √(1 − ᾱ_{t−1}/ᾱ_{t−2}) z,
+
+    with ᾱ = 1 below the grid, so the last step lands on D. It visits only
+    the grid's own timesteps: a student distilled to N steps samples with it
+    in N calls. Any stage can use it (with 2 steps it is DDIM to x0 and one
+    step of forward noise).
+    """
+
+    name = "ddim_renoise"
+
+    @property
+    def draws_noise(self):
+        return True
+
+    def step(self, model_output, x_t, t, first, state, noise):
+        d = self.diffusion
+        x0 = d.p_mean_variance(model_output, x_t, t, self.clip_denoised)["pred_x0"]
+        x_t = ops.cast(x_t, "float32")
+        a = d._extract(d.alphas_cumprod, t, x_t)
+        a_prev = d._extract(d.alphas_cumprod_prev, t, x_t)
+        below = ops.reshape(ops.cast(t < 2, "float32"), (-1, 1, 1, 1))
+        a_2 = below + (1.0 - below) * d._extract(d.alphas_cumprod, ops.maximum(t - 2, 0), x_t)
+        eps = (x_t - ops.sqrt(a) * x0) / ops.sqrt(1.0 - a)
+        x_2 = ops.sqrt(a_2) * x0 + ops.sqrt(1.0 - a_2) * eps
+        ratio = ops.minimum(a_prev / a_2, 1.0)
+        x_prev = ops.sqrt(ratio) * x_2 + ops.sqrt(1.0 - ratio) * ops.cast(noise, "float32")
+        return x_prev, state
