@@ -111,14 +111,50 @@ def pack_jpegs(folder, limit_per_class=None):
     return data, offsets, np.asarray(labels, np.int64)
 
 
-def pack(folder, output, train_per_class):
-    """Packs `folder/train` (the first `train_per_class` files of each class)
-    and all of `folder/test` as JPEG bytes into one `.npz`; prints its size."""
+def fitting_per_class(folder, train_per_class, max_bytes):
+    """The most training files per class, at most `train_per_class`, whose
+    `.npz` with all of `folder/test` fits in `max_bytes` (each image costs
+    its JPEG bytes and 16 bytes of offset and label)."""
+
+    def sizes(split):
+        root = os.path.join(folder, split)
+        return [
+            [
+                os.path.getsize(os.path.join(root, c, f)) + 16
+                for f in sorted(os.listdir(root + "/" + c))
+            ]
+            for c in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        ]
+
+    fixed = sum(map(sum, sizes("test"))) + 4096  # and the .npz's headers
+
+    def total(k):
+        return fixed + sum(sum(c[:k]) for c in train)
+
+    train = sizes("train")
+    if total(1) > max_bytes:
+        raise SystemExit(
+            f"--pack_max_mib {max_bytes / 2**20:.1f}: the test split and one training image "
+            f"per class need {total(1) / 2**20:.1f} MiB"
+        )
+    lo, hi = 1, train_per_class  # total(lo) fits; the largest k that fits, by bisection
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if total(mid) <= max_bytes else (lo, mid - 1)
+    return lo
+
+
+def pack(folder, output, train_per_class, max_mib=None):
+    """Packs `folder/train` (the first `train_per_class` files of each class,
+    fewer if the file would exceed `max_mib`) and all of `folder/test` as
+    JPEG bytes into one `.npz`; prints its size."""
     import numpy as np
 
     for split in ("train", "test"):
         if not os.path.isdir(os.path.join(folder, split)):
             raise SystemExit(f"--pack {folder!r}: no {split}/ folder (one sub-folder per class)")
+    if max_mib is not None:
+        train_per_class = fitting_per_class(folder, train_per_class, max_mib * 2**20)
     train = pack_jpegs(os.path.join(folder, "train"), train_per_class)
     test = pack_jpegs(os.path.join(folder, "test"))
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -442,12 +478,18 @@ def main(argv=None):
     )
     p.add_argument("--pack_out", default="gpu_bundle/cifar10.npz")
     p.add_argument("--train_per_class", type=int, default=4000)
+    p.add_argument(
+        "--pack_max_mib",
+        type=float,
+        default=None,
+        help="pack fewer training images per class if the file would exceed this size",
+    )
     p.add_argument("--_phase", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_fw", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_deadline", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.pack:
-        return pack(args.pack, args.pack_out, args.train_per_class)
+        return pack(args.pack, args.pack_out, args.train_per_class, args.pack_max_mib)
     if not args.out:
         p.error("--out is required (the folder for the proof's files)")
     if args.minutes is None:

@@ -35,6 +35,24 @@ def _cifar_like(root, per_class=3):
                 Image.fromarray(pixels).save(d / f"{i:04d}.jpg", quality=90)
 
 
+def test_pack_fits_the_data_to_the_room_left(tmp_path):
+    sys.path.insert(0, os.path.dirname(PROOF))
+    import gpu_proof
+
+    _cifar_like(tmp_path / "cifar", per_class=5)
+    out = str(tmp_path / "c.npz")
+    gpu_proof.pack(str(tmp_path / "cifar"), out, 5)
+    whole = os.path.getsize(out)
+    room = (whole - 10 * 3200) / 2**20  # about two random 32x32 JPEGs per class less
+    gpu_proof.pack(str(tmp_path / "cifar"), out, 5, max_mib=room)
+    with np.load(out) as f:
+        kept = len(f["train_labels"])
+        assert len(f["test_labels"]) == 50 and 10 <= kept < 50 and kept % 10 == 0
+    assert os.path.getsize(out) <= room * 2**20
+    with pytest.raises(SystemExit, match="--pack_max_mib 0.0"):
+        gpu_proof.pack(str(tmp_path / "cifar"), out, 5, max_mib=0.01)
+
+
 @pytest.mark.parametrize(
     "backend", [pytest.param(BACKEND, marks=[pytest.mark.large] if BACKEND == "jax" else [])]
 )
