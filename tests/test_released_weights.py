@@ -23,7 +23,13 @@ RELEASES = (
     "cifar10/sr16to32",
     "cifar10/base32",
     "cifar10/sr16to32_noaug",
+    "cifar10/base16_student4",
+    "cifar10/sr16to32_student4",
 )
+STUDENTS = {
+    "cifar10/base16_student4": "cifar10/base16",
+    "cifar10/sr16to32_student4": "cifar10/sr16to32",
+}
 
 
 def _dir(name):
@@ -41,16 +47,30 @@ def test_releases_fit_the_budget_and_record_their_training():
         for p in glob.glob(os.path.join(WEIGHTS, "**", "*"), recursive=True)
         if os.path.isfile(p)
     )
-    assert total <= 10_000_000, f"weights/ holds {total:,} bytes"
+    assert total <= 16_000_000, f"weights/ holds {total:,} bytes"
     for name in RELEASES:
         info = json.load(open(os.path.join(_dir(name), "training.json")))
         assert info["command"].startswith("KERAS_BACKEND=") and "--output_dir" in info["command"]
         assert info["logged_steps"] > 0 and info["train_time_s"] > 0
-        # The command reproduces these weights: its step count is theirs
-        # (the CIFAR-10 records once said 8000 and 6000 for 4000 and 3000).
-        steps = re.search(r"--train_steps (\d+)", info["command"])
-        assert steps and int(steps.group(1)) == info["steps"] == info["logged_steps"]
         assert info["data"]
+        if name in STUDENTS:
+            # A distilled student: its round's steps, its teacher's release,
+            # and the sampling settings it records and loads with.
+            steps = re.search(r"--steps_per_round (\d+)", info["command"])
+            assert int(steps.group(1)) == info["train_steps"] == info["logged_steps"]
+            assert f"recipes/distill.py weights/{STUDENTS[name]} " in info["command"]
+            settings = keras_cdm.DiffusionModel.from_preset(_dir(name)).sampler_settings
+            assert settings.get_config() == info["sampler_settings"]
+            assert (settings.num_steps, settings.sampler, settings.spacing) == (
+                info["student_steps"],
+                "ddim",
+                "trailing",
+            )
+        else:
+            # The command reproduces these weights: its step count is theirs
+            # (the CIFAR-10 records once said 8000 and 6000 for 4000 and 3000).
+            steps = re.search(r"--train_steps (\d+)", info["command"])
+            assert steps and int(steps.group(1)) == info["steps"] == info["logged_steps"]
         # Class names travel with the release: CIFAR-10's folder names, the shapes'.
         names = keras_cdm.DiffusionModel.from_preset(_dir(name)).class_names
         if name.startswith("cifar10"):
@@ -128,3 +148,17 @@ def test_released_sr_stages_follow_their_input(name, limit):
     down = keras_cdm.data.stage_dataset.box_downsample(out, 2)
     own, other = np.abs(down - lo).mean(), np.abs(down - lo[::-1]).mean()
     assert own < limit * other, f"{name}: {own:.3f} from their input, {other:.3f} from others"
+
+
+def test_released_distilled_cascade_samples_with_its_recorded_settings():
+    """The 4-step students (#27) sample in 4 + 4 DDIM steps on their own
+    grid without a flag; another solver can still be asked for."""
+    stages = [_dir("cifar10/base16_student4"), _dir("cifar10/sr16to32_student4")]
+    own = keras_cdm.CascadeSampler(stages, aug_levels=[125]).sample([0, 9], seed=0)
+    explicit = keras_cdm.CascadeSampler(
+        stages, aug_levels=[125], num_steps=4, sampler="ddim", spacing="trailing"
+    ).sample([0, 9], seed=0)
+    np.testing.assert_allclose(own, explicit, atol=1e-5)
+    assert own.shape == (2, 32, 32, 3) and np.abs(own).max() <= 1.0
+    renoised = keras_cdm.CascadeSampler(stages, aug_levels=[125], sampler="ddim_renoise")
+    assert not np.allclose(renoised.sample([0, 9], seed=0), own, atol=1e-3)

@@ -98,6 +98,7 @@ def release_student(student_dir, output_dir, dtype, description=""):
         weights_dtype=dtype,
         **summary,
     )
+    info["data"] = info.get("run", {}).get("dataset")
     with open(os.path.join(output_dir, "training.json"), "w") as f:
         json.dump(info, f, indent=2)
     return model, info
