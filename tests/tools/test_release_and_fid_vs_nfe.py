@@ -115,9 +115,7 @@ def test_fid_vs_nfe_scores_each_setting_once_and_writes_table_and_plot(tmp_path)
     assert distilled["distilled@2"]["num_samples"] == 20 and "distilled@3" not in distilled
     assert "| distilled | " in open(os.path.join(out, "fid_vs_nfe.md")).read()
     # ... and with another solver on its own grid: a row of its own, other samples.
-    renoised = fid_vs_nfe.main(
-        argv + ["--students", folder, "--student_samplers", "ddim_renoise"]
-    )
+    renoised = fid_vs_nfe.main(argv + ["--students", folder, "--student_samplers", "ddim_renoise"])
     assert renoised["distilled@2"] == distilled["distilled@2"]
     assert renoised["distilled/ddim_renoise@2"]["num_samples"] == 20
     assert renoised["distilled/ddim_renoise@2"]["fid"] != distilled["distilled@2"]["fid"]
