@@ -61,7 +61,7 @@ class Solver:
 
     Subclasses set `name` (and `takes_eta` if DDIM's `eta` applies, and
     `order` above 1 for a higher-order one), and implement `step`; a multistep solver also `initial_state`, the tensors
-    it carries from step to step; a stochastic one `draws_noise`.
+    it carries from step to step; a stochastic one sets `stochastic = True`.
 
     Args:
         diffusion: the `keras_cdm.GaussianDiffusion` the loop walks (its
@@ -82,6 +82,7 @@ class Solver:
 
     name = None
     takes_eta = False
+    stochastic = False  # draws fresh noise every step
     order = 1  # the local order of accuracy in the step size (a multistep solver's full order)
 
     def __init__(self, diffusion, eta=0.0, clip_denoised=True):
@@ -96,12 +97,23 @@ class Solver:
 
     @property
     def draws_noise(self):
-        """Whether `step` needs a standard-normal `noise` like `x_t`."""
-        return False
+        """Whether `step` needs a standard-normal `noise` like `x_t` (the
+        class's `stochastic`)."""
+        return self.stochastic
 
     def initial_state(self, x):
         """The tensors carried between steps, before the first (a tuple)."""
         return ()
+
+    def predict(self, model_output, x_t, t):
+        """`(x0, x_t, ᾱ_t, ᾱ_{t−1})`: the predicted x0 (clipped if
+        `clip_denoised`), `x_t` in float32 and the respaced schedule's ᾱ at
+        `t` and `t − 1` (1 below the grid), shaped to broadcast over `x_t`."""
+        d = self.diffusion
+        x0 = d.p_mean_variance(model_output, x_t, t, self.clip_denoised)["pred_x0"]
+        x_t = ops.cast(x_t, "float32")
+        a = d._extract(d.alphas_cumprod, t, x_t)
+        return x0, x_t, a, d._extract(d.alphas_cumprod_prev, t, x_t)
 
     def step(self, model_output, x_t, t, first, state, noise):
         """One step x_t → x_{t-1}.
@@ -126,9 +138,7 @@ class DDPM(Solver):
 
     name = "ddpm"
 
-    @property
-    def draws_noise(self):
-        return True
+    stochastic = True
 
     def step(self, model_output, x_t, t, first, state, noise):
         x_prev, _ = self.diffusion.p_sample_step(model_output, x_t, t, noise, self.clip_denoised)
@@ -162,11 +172,6 @@ class DPMSolverPP2M(Solver):
 
     name = "dpm++2m"
     order = 2
-    stochastic = False
-
-    @property
-    def draws_noise(self):
-        return self.stochastic
 
     def initial_state(self, x):
         return (ops.zeros_like(ops.cast(x, "float32")),)
@@ -211,9 +216,7 @@ class SDEDPMSolverPP3M(Solver):
     name = "dpm++3m_sde"
     order = 3
 
-    @property
-    def draws_noise(self):
-        return True
+    stochastic = True
 
     def initial_state(self, x):
         zeros = ops.zeros_like(ops.cast(x, "float32"))
@@ -221,12 +224,8 @@ class SDEDPMSolverPP3M(Solver):
         return (zeros, zeros, ones, ones, ops.zeros((), "float32"))
 
     def step(self, model_output, x_t, t, first, state, noise):
-        d = self.diffusion
         x0_1, x0_2, h_1, h_2, count = state
-        x0 = d.p_mean_variance(model_output, x_t, t, self.clip_denoised)["pred_x0"]
-        x_t = ops.cast(x_t, "float32")
-        a = d._extract(d.alphas_cumprod, t, x_t)
-        a_prev = d._extract(d.alphas_cumprod_prev, t, x_t)
+        x0, x_t, a, a_prev = self.predict(model_output, x_t, t)
         last = a_prev >= 1.0  # σ_{t−1} = 0: the step to the data
         a_prev_safe = ops.where(last, 0.5, a_prev)
         lam = 0.5 * (ops.log(a) - ops.log(1.0 - a))
@@ -273,16 +272,10 @@ class EulerAncestral(Solver):
 
     name = "euler_a"
 
-    @property
-    def draws_noise(self):
-        return True
+    stochastic = True
 
     def step(self, model_output, x_t, t, first, state, noise):
-        d = self.diffusion
-        x0 = d.p_mean_variance(model_output, x_t, t, self.clip_denoised)["pred_x0"]
-        x_t = ops.cast(x_t, "float32")
-        a = d._extract(d.alphas_cumprod, t, x_t)
-        a_prev = d._extract(d.alphas_cumprod_prev, t, x_t)
+        x0, x_t, a, a_prev = self.predict(model_output, x_t, t)
         sigma = ops.sqrt((1.0 - a) / a)
         sigma_next = ops.sqrt((1.0 - a_prev) / a_prev)
         sigma_up = ops.minimum(
@@ -316,17 +309,12 @@ class DDIMRenoise(Solver):
 
     name = "ddim_renoise"
 
-    @property
-    def draws_noise(self):
-        return True
+    stochastic = True
 
     def step(self, model_output, x_t, t, first, state, noise):
-        d = self.diffusion
-        x0 = d.p_mean_variance(model_output, x_t, t, self.clip_denoised)["pred_x0"]
-        x_t = ops.cast(x_t, "float32")
-        a = d._extract(d.alphas_cumprod, t, x_t)
-        a_prev = d._extract(d.alphas_cumprod_prev, t, x_t)
+        x0, x_t, a, a_prev = self.predict(model_output, x_t, t)
         below = ops.reshape(ops.cast(t < 2, "float32"), (-1, 1, 1, 1))
+        d = self.diffusion
         a_2 = below + (1.0 - below) * d._extract(d.alphas_cumprod, ops.maximum(t - 2, 0), x_t)
         eps = (x_t - ops.sqrt(a) * x0) / ops.sqrt(1.0 - a)
         x_2 = ops.sqrt(a_2) * x0 + ops.sqrt(1.0 - a_2) * eps
