@@ -164,7 +164,7 @@ def check_same_run(args):
     """`--out` keeps sample sets and scores to resume from: they belong to
     one set of stages and settings. A rerun with others is refused (it
     would mix their samples into these rows); new `--levels` are added.
-    Returns the record for `write_run` once the stages pass their checks."""
+    Returns the record, which `main` writes once the stages pass their checks."""
     record = {k: v for k, v in vars(args).items() if k not in ("levels", "out")}
     path = os.path.join(args.out, "run.json")
     kept = read_json(path)

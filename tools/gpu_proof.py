@@ -94,16 +94,22 @@ SIZES = {
 # ----------------------------------------------------------------------
 # Data: CIFAR-10 JPEG bytes packed in one .npz (see prepare_gpu_proof.sh)
 # ----------------------------------------------------------------------
+def class_files(folder, limit_per_class=None):
+    """The paths of a class-folder's files, one sorted list per class (the
+    classes in sorted order: their index is the label)."""
+    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    files = [sorted(os.listdir(os.path.join(folder, c)))[:limit_per_class] for c in classes]
+    return [[os.path.join(folder, c, f) for f in fs] for c, fs in zip(classes, files)]
+
+
 def pack_jpegs(folder, limit_per_class=None):
     """`(bytes uint8, offsets int64, labels int64)` of a class-folder of JPEGs."""
     import numpy as np
 
-    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
     blobs, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted(os.listdir(os.path.join(folder, name)))[:limit_per_class]
-        for f in files:
-            with open(os.path.join(folder, name, f), "rb") as fh:
+    for label, files in enumerate(class_files(folder, limit_per_class)):
+        for path in files:
+            with open(path, "rb") as fh:
                 blobs.append(fh.read())
             labels.append(label)
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
@@ -117,21 +123,16 @@ def fitting_per_class(folder, train_per_class, max_bytes):
     its JPEG bytes and 16 bytes of offset and label)."""
 
     def sizes(split):
-        root = os.path.join(folder, split)
         return [
-            [
-                os.path.getsize(os.path.join(root, c, f)) + 16
-                for f in sorted(os.listdir(root + "/" + c))
-            ]
-            for c in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+            [os.path.getsize(f) + 16 for f in c] for c in class_files(os.path.join(folder, split))
         ]
 
     fixed = sum(map(sum, sizes("test"))) + 4096  # and the .npz's headers
+    train = sizes("train")
 
     def total(k):
         return fixed + sum(sum(c[:k]) for c in train)
 
-    train = sizes("train")
     if total(1) > max_bytes:
         raise SystemExit(
             f"--pack_max_mib {max_bytes / 2**20:.1f}: the test split and one training image "

@@ -30,31 +30,30 @@ python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$BUNDLE/wheels" "keras==$KERAS_VERSION" namex optree diffusers importlib_metadata \
   2>&1 | grep -v "^WARNING: Location" || true
-# The data gets the room the checkout and the wheels leave (64 MiB in all,
-# 0.5 MiB spare): up to 4,000 training images per class.
-ROOM="$(python - "$BUNDLE" <<'PY'
+# What travels: the checkout (tracked and untracked, not ignored) and the bundle, in MiB.
+travel_mib() {
+  python - "$BUNDLE" <<'PY'
 import os, subprocess, sys
-tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], capture_output=True,
-                         text=True, check=True).stdout.split()
-used = sum(os.path.getsize(f) for f in tracked if os.path.isfile(f))
-wheels = os.path.join(sys.argv[1], "wheels")
-used += sum(os.path.getsize(os.path.join(wheels, f)) for f in os.listdir(wheels))
-print(f"{64 - 0.5 - used / 2**20:.2f}")
-PY
-)"
-rm -f "$BUNDLE/cifar10.npz"
-python tools/gpu_proof.py --pack "$DATA" --pack_out "$BUNDLE/cifar10.npz" --train_per_class 4000 \
-  --pack_max_mib "$ROOM"
-ls -l "$BUNDLE/wheels"
-python - "$BUNDLE" <<'PY'
-import os, subprocess, sys
-bundle = sys.argv[1]
 tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], capture_output=True,
                          text=True, check=True).stdout.split()
 checkout = sum(os.path.getsize(f) for f in tracked if os.path.isfile(f))
-carried = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(bundle) for f in fs)
-total = (checkout + carried) / 2**20
-print(f"bundle: checkout {checkout / 2**20:.1f} MiB + {bundle}/ {carried / 2**20:.1f} MiB "
+carried = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(sys.argv[1]) for f in fs)
+print(f"{checkout / 2**20:.2f} {carried / 2**20:.2f}")
+PY
+}
+# The data gets the room the checkout and the wheels leave (64 MiB in all,
+# 0.5 MiB spare): up to 4,000 training images per class.
+rm -f "$BUNDLE/cifar10.npz"
+read -r CHECKOUT WHEELS <<<"$(travel_mib)"
+ROOM="$(python -c "print(f'{64 - 0.5 - $CHECKOUT - $WHEELS:.2f}')")"
+python tools/gpu_proof.py --pack "$DATA" --pack_out "$BUNDLE/cifar10.npz" --train_per_class 4000 \
+  --pack_max_mib "$ROOM"
+ls -l "$BUNDLE/wheels"
+read -r CHECKOUT CARRIED <<<"$(travel_mib)"
+python - "$CHECKOUT" "$CARRIED" "$BUNDLE" <<'PY'
+import sys
+checkout, carried, total = float(sys.argv[1]), float(sys.argv[2]), sum(map(float, sys.argv[1:3]))
+print(f"bundle: checkout {checkout:.1f} MiB + {sys.argv[3]}/ {carried:.1f} MiB "
       f"= {total:.1f} MiB (limit 64 MiB)")
 sys.exit(0 if total <= 64 else 1)
 PY

@@ -313,9 +313,8 @@ class DDIMRenoise(Solver):
 
     def step(self, model_output, x_t, t, first, state, noise):
         x0, x_t, a, a_prev = self.predict(model_output, x_t, t)
-        below = ops.reshape(ops.cast(t < 2, "float32"), (-1, 1, 1, 1))
-        d = self.diffusion
-        a_2 = below + (1.0 - below) * d._extract(d.alphas_cumprod, ops.maximum(t - 2, 0), x_t)
+        d = self.diffusion  # ᾱ_{t−2} is ᾱ_prev at t − 1 (1 below the grid)
+        a_2 = d._extract(d.alphas_cumprod_prev, ops.maximum(t - 1, 0), x_t)
         eps = (x_t - ops.sqrt(a) * x0) / ops.sqrt(1.0 - a)
         x_2 = ops.sqrt(a_2) * x0 + ops.sqrt(1.0 - a_2) * eps
         ratio = ops.minimum(a_prev / a_2, 1.0)

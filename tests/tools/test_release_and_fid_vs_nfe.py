@@ -67,7 +67,7 @@ def test_release_weights_writes_a_float16_preset_with_its_run_record(tmp_path):
         np.testing.assert_array_equal(to_numpy(a).astype("float16"), to_numpy(b))
 
 
-def test_fid_vs_nfe_scores_each_setting_once_and_writes_table_and_plot(tmp_path):
+def test_fid_vs_nfe_scores_each_setting_once_and_writes_table_and_plot(tmp_path, capsys):
     keras_cdm.models.load_stage  # noqa: B018 (the stage loader the tool uses)
     _, ckpt = _checkpoint(tmp_path)
     release = release_weights.main([ckpt, str(tmp_path / "r16")])
@@ -120,8 +120,10 @@ def test_fid_vs_nfe_scores_each_setting_once_and_writes_table_and_plot(tmp_path)
     assert renoised["distilled/ddim_renoise@2"]["num_samples"] == 20
     assert renoised["distilled/ddim_renoise@2"]["fid"] != distilled["distilled@2"]["fid"]
     assert "| distilled/ddim_renoise | " in open(os.path.join(out, "fid_vs_nfe.md")).read()
+    capsys.readouterr()
     with pytest.raises(SystemExit):  # no students to sample
         fid_vs_nfe.main(argv + ["--student_samplers", "ddim_renoise"])
+    assert "--student_samplers: there are no --students to sample" in capsys.readouterr().err
     # A whole cascade: every stage at the sampler's NFE, scored at the last
     # stage's size; distilled students given one per stage.
     sr = keras_cdm.SuperResDiffusionModel(
