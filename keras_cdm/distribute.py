@@ -7,9 +7,11 @@ of the package and imports only Keras, the backend in use and
 `keras_cdm.backend`.
 """
 
+import atexit
 import contextlib
 import dataclasses
 import os
+import sys
 
 import keras
 
@@ -130,7 +132,8 @@ def initialize_processes():
     and `JAX_PROCESS_ID`; under PyTorch, a `torch.distributed` group under
     `torchrun` (`WORLD_SIZE` > 1; NCCL on GPUs, gloo on CPUs). Returns
     `keras_cdm.backend.process_group()`: `(rank, number of processes)`.
-    Calling it again does nothing."""
+    A `torch.distributed` group it starts is destroyed when Python exits
+    normally. Calling it again does nothing."""
 
     backend = keras.backend.backend()
     if backend == "jax" and os.environ.get("JAX_COORDINATOR_ADDRESS") and not _joined:
@@ -149,7 +152,22 @@ def initialize_processes():
             if torch.cuda.is_available():
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            atexit.register(_leave_torch_group)
     return process_group()
+
+
+def _leave_torch_group():
+    """Destroys this process's `torch.distributed` group while Python is
+    still whole. Left to interpreter shutdown, gloo's worker threads can be
+    torn down unjoined: the process then aborts ("terminate called without
+    an active exception", SIGABRT) after its work is done, and torchrun
+    reports the run as failed. After an uncaught exception the group is
+    left alone: destroying it could wait on a collective the other
+    processes never reach."""
+    import torch.distributed as dist
+
+    if dist.is_initialized() and getattr(sys, "last_value", None) is None:
+        dist.destroy_process_group()
 
 
 def _initialize_jax_processes():

@@ -202,3 +202,39 @@ def test_torch_ddp_keeps_replicas_identical_and_matches_one_process(tmp_path):
     # Each rank logs the global batch's loss (the mean of the ranks' halves).
     np.testing.assert_allclose(r0["loss"], one["loss"], rtol=1e-4)
     np.testing.assert_allclose(r1["loss"], one["loss"], rtol=1e-4)
+
+
+_TORCH_EXIT_SCRIPT = r"""
+import atexit, sys
+import torch.distributed as dist
+import keras_cdm
+
+# Registered first, so it runs last: after keras_cdm's own exit handler.
+atexit.register(lambda: print("group at exit:", dist.is_initialized(), flush=True))
+rank, world = keras_cdm.distribute.initialize_processes()
+assert world == 2, world
+if sys.argv[1] == "raise":
+    raise RuntimeError("stopped on purpose")
+"""
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torchrun: a torch.distributed group")
+@pytest.mark.parametrize("ending", ["return", "raise"])
+def test_torch_group_is_destroyed_at_a_normal_exit_only(tmp_path, ending):
+    """Left to interpreter shutdown, a gloo group can abort the process
+    after its work (SIGABRT, "terminate called without an active
+    exception"); an uncaught exception leaves it alone (destroying it could
+    wait on the other processes)."""
+    script = tmp_path / "exit.py"
+    script.write_text(_TORCH_EXIT_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+        + ["--master_port=29534", str(script), ending],
+        env=dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (proc.returncode == 0) == (ending == "return"), proc.stderr[-3000:]
+    expected = "group at exit: False" if ending == "return" else "group at exit: True"
+    assert proc.stdout.count(expected) == 2, proc.stdout + proc.stderr[-3000:]
