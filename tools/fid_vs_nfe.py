@@ -245,12 +245,18 @@ def main(argv=None):
     labels = np.arange(args.num_images) % max(stage.num_classes, 1)
     path = os.path.join(args.out, "fid_vs_nfe.json")
     results = json.load(open(path)) if os.path.isfile(path) else {}
+    # Each run: its key in the results, its stages, CascadeSampler's settings.
     # Run in the order given (NFE first), show in sampler and NFE order.
     runs = [
-        (s, sp, n, cascade.stages) for n in args.nfe for sp in args.spacings for s in args.samplers
+        (f"{row_label(s, sp)}@{n}", cascade.stages, dict(num_steps=n, sampler=s, spacing=sp))
+        for n in args.nfe
+        for sp in args.spacings
+        for s in args.samplers
     ]
     if args.weights_dtype_check:
-        runs.append((args.samplers[0], args.spacings[0], args.nfe[0], [args.weights_dtype_check]))
+        s, sp, n = args.samplers[0], args.spacings[0], args.nfe[0]
+        settings = dict(num_steps=n, sampler=s, spacing=sp)
+        runs.append((f"{row_label(s, sp)}@{n}@float32", [args.weights_dtype_check], settings))
     students = {}
     for group in args.students:
         chain = group.split(",")
@@ -267,26 +273,18 @@ def main(argv=None):
                 f"step count (recorded: {sorted(steps, key=str)})"
             )
         students[steps.pop()] = chain
+    # A student samples with its recorded steps and grid, and its recorded
+    # solver unless --student_samplers names another.
     runs += [
-        ("distilled", s, n, chain)
+        (f"distilled@{n}" if s is None else f"distilled/{s}@{n}", chain, dict(sampler=s))
         for s in [None, *args.student_samplers]
         for n, chain in students.items()
     ]
-    for sampler, spacing, nfe, chain in runs:
-        if sampler == "distilled":  # `spacing` holds the solver, None: the recorded one
-            key = f"distilled@{nfe}" if spacing is None else f"distilled/{spacing}@{nfe}"
-        else:
-            key = f"{row_label(sampler, spacing)}@{nfe}"
-            key += "" if chain is cascade.stages else "@float32"
+    for key, chain, settings in runs:
         if key in results:
             continue
         start = time.time()
-        if sampler == "distilled":  # its own steps and grid; its solver unless given
-            sampling = keras_cdm.CascadeSampler(chain, sampler=spacing, **aug)
-        else:
-            sampling = keras_cdm.CascadeSampler(
-                chain, num_steps=nfe, sampler=sampler, spacing=spacing, **aug
-            )
+        sampling = keras_cdm.CascadeSampler(chain, **settings, **aug)
         images = sampling.sample(labels, seed=args.seed, batch_size=args.batch_size)
         results[key] = dict(
             score(extractor, enlarge(to_uint8(images), size), labels, real),
