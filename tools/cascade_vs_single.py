@@ -200,7 +200,14 @@ def main(argv=None):
     settings = dict(
         num_steps=args.num_steps, sampler=args.sampler, spacing=args.spacing, guidance_scale=1.0
     )
-    stages = {k: keras_cdm.models.resolve_stage(getattr(args, k)) for k in ("base16", "base32")}
+
+    def load(k):
+        try:
+            return keras_cdm.models.resolve_stage(getattr(args, k))
+        except FileNotFoundError as e:
+            raise SystemExit(f"--{k}: {e}") from None
+
+    stages = {k: load(k) for k in ("base16", "base32")}
     size, low_size = stages["base32"].image_size, stages["base16"].image_size
     num_classes = stages["base32"].num_classes
     if not num_classes or stages["base16"].num_classes != num_classes:
@@ -210,10 +217,9 @@ def main(argv=None):
         )
 
     def sr_stage(k):
-        """An SR stage, loaded when its first row needs it (the no-augmentation
-        row comes last: it may still be training when the run starts)."""
+        """An SR stage from its flag, checked to chain --base16 to --base32."""
         if k not in stages:
-            stage = keras_cdm.models.resolve_stage(getattr(args, k))
+            stage = load(k)
             got = (getattr(stage, "low_res_size", None), stage.image_size)
             if got != (low_size, size):
                 what = "a base stage" if got[0] is None else f"{got[0]}->{got[1]}"
@@ -225,8 +231,7 @@ def main(argv=None):
         return stages[k]
 
     sr_stage("sr")
-    if os.path.exists(args.sr_noaug):  # else it is still training: checked when its row comes
-        sr_stage("sr_noaug")
+    sr_stage("sr_noaug")  # every stage checked before hours of sampling
     os.makedirs(os.path.join(args.out, "samples"), exist_ok=True)
     common.write_json(os.path.join(args.out, "run.json"), record)
     extractor = evaluate.get_extractor(args.extractor)

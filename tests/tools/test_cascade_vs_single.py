@@ -109,8 +109,13 @@ def test_refuses_stages_that_do_not_fit(tmp_path):
         cascade_vs_single.main(argv + ["--data", "synthetic", "--extractor", "x", "--out", out])
     # A refused run leaves no record that would refuse the corrected one.
     assert not os.path.exists(os.path.join(out, "run.json"))
-    # A no-augmentation stage that exists is checked before any sampling.
+    # The no-augmentation stage, the last row, is checked before any sampling.
     argv = [f"--{k}={paths['base32'] if k == 'sr_noaug' else v}" for k, v in paths.items()]
     with pytest.raises(SystemExit, match=r"--sr_noaug: expected an SR stage 8->16"):
+        cascade_vs_single.main(argv + ["--data", "synthetic", "--extractor", "x", "--out", out])
+    assert not os.path.exists(os.path.join(out, "run.json"))
+    missing = str(tmp_path / "no_such_stage")
+    argv = [f"--{k}={missing if k == 'sr_noaug' else v}" for k, v in paths.items()]
+    with pytest.raises(SystemExit, match="--sr_noaug: Preset directory not found: .*no_such_stage"):
         cascade_vs_single.main(argv + ["--data", "synthetic", "--extractor", "x", "--out", out])
     assert not os.path.exists(os.path.join(out, "run.json"))
