@@ -209,8 +209,12 @@ import atexit, sys
 import torch.distributed as dist
 import keras_cdm
 
+def report():  # one write per line: the two ranks share the pipe
+    sys.stdout.write(f"group at exit: {dist.is_initialized()}\n")
+    sys.stdout.flush()
+
 # Registered first, so it runs last: after keras_cdm's own exit handler.
-atexit.register(lambda: print("group at exit:", dist.is_initialized(), flush=True))
+atexit.register(report)
 rank, world = keras_cdm.distribute.initialize_processes()
 assert world == 2, world
 if sys.argv[1] == "raise":
