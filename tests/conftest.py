@@ -1,5 +1,9 @@
+import contextlib
 import importlib.util
 import os
+import signal
+import socket
+import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # XLA's CPU code generation at its lowest optimisation for the suite's tiny
@@ -82,3 +86,71 @@ torch_pass_only = pytest.mark.skipif(
     BACKEND != "torch",
     reason="backend-agnostic recipe and tool logic; runs once per CI pass, from torch",
 )
+
+
+def free_port():
+    """A free TCP port on 127.0.0.1 (for a test's coordinator or rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def descendants(pid):
+    """The processes below `pid` (Linux's /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = open(f"/proc/{entry}/stat").read()
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def end_process_tree(proc):
+    """Kills a started process and everything below it: torchrun's workers
+    run in their own sessions, so killing the launcher alone leaves them."""
+    for pid in descendants(proc.pid):  # found before the parent dies
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.kill()
+    proc.wait(timeout=60)
+
+
+STARTED = []  # processes a test started: the fixture below ends those still running
+
+
+def started(proc):
+    """Records a process a test started (`subprocess.Popen`), so that a
+    test failing before it exits (an assertion, a timeout) does not leave
+    it running into the next test; returns it."""
+    STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _end_leftover_processes():
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            end_process_tree(proc)  # torchrun's workers and bash's children too
+
+
+def run_to_end(cmd, timeout, **kwargs):
+    """`subprocess.run(cmd, capture_output=True, text=True, ...)` for a
+    launcher (torchrun): past `timeout` its workers are ended with it."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        end_process_tree(proc)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 from conftest import BACKEND
+from conftest import free_port
+from conftest import run_to_end
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -173,18 +175,12 @@ def test_torch_ddp_keeps_replicas_identical_and_matches_one_process(tmp_path):
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            "--master_port=29533",
+            f"--master_port={free_port()}",
         ],
         [sys.executable],
     ]
     for launcher in runs:
-        proc = subprocess.run(
-            launcher + [str(script), str(tmp_path)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        proc = run_to_end(launcher + [str(script), str(tmp_path)], 900, env=env)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         stopped = "guard: Training stopped at step 6: the batch had non-finite pixels or "
         assert proc.stdout.count(stopped) == (2 if len(launcher) > 1 else 1), proc.stdout
@@ -231,13 +227,11 @@ def test_torch_group_is_destroyed_at_a_normal_exit_only(tmp_path, ending):
     wait on the other processes)."""
     script = tmp_path / "exit.py"
     script.write_text(_TORCH_EXIT_SCRIPT)
-    proc = subprocess.run(
+    proc = run_to_end(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-        + ["--master_port=29534", str(script), ending],
+        + [f"--master_port={free_port()}", str(script), ending],
+        300,
         env=dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert (proc.returncode == 0) == (ending == "return"), proc.stderr[-3000:]
     expected = "group at exit: False" if ending == "return" else "group at exit: True"

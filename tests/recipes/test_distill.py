@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 from conftest import BACKEND
+from conftest import started
 from conftest import torch_pass_only
 
 import keras_cdm
@@ -41,7 +42,7 @@ def flags(teacher, out, steps=6):
 
 
 def run(argv, **kwargs):
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "recipes/distill.py"] + argv,
         cwd=ROOT,
         env=dict(os.environ, KERAS_BACKEND=BACKEND),
@@ -50,6 +51,7 @@ def run(argv, **kwargs):
         text=True,
         **kwargs,
     )
+    return started(proc)  # ended by conftest's fixture if the test fails first
 
 
 def student_weights(directory):

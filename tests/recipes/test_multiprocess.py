@@ -9,12 +9,10 @@ one process's images.
 (PyTorch's torchrun: tests/models/test_distribution.py and
 tests/recipes/test_signals.py.)"""
 
-import contextlib
 import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +21,10 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND
+from conftest import end_process_tree
+from conftest import free_port
+from conftest import run_to_end
+from conftest import started
 from conftest import to_numpy
 
 import keras_cdm
@@ -33,36 +35,11 @@ several = pytest.mark.skipif(BACKEND not in ("jax", "tensorflow", "torch"), reas
 FLAGS = ["--smoke", "--seed", "3", "--checkpoint_every", "2", "--batch_size", "4"]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(out, steps, processes, extra=()):
     """Starts the recipe's processes; their output goes to files beside
     `out` (a pipe nobody reads could fill and stall them)."""
     argv = FLAGS + ["--train_steps", str(steps), "--output_dir", str(out), *extra]
     return start_processes("recipes/train_base16.py", argv, processes, f"{out}.{len(extra)}")
-
-
-STARTED = []  # every process a test starts; the fixture below ends those still running
-
-
-@pytest.fixture(autouse=True)
-def _end_leftover_processes():
-    """A test that fails before its processes exit (an assertion, a
-    timeout in `finish`) must not leave them running into the next test."""
-    yield
-    while STARTED:
-        proc = STARTED.pop()
-        if proc.poll() is None:
-            # torchrun's workers (their own sessions) and bash's children too.
-            for pid in descendants(proc.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            proc.kill()
-            proc.wait(timeout=60)
 
 
 def start_processes(script, argv, processes, log_prefix, **env):
@@ -100,25 +77,8 @@ def start_processes(script, argv, processes, log_prefix, **env):
         )
         proc.log = log.name
         procs.append(proc)
-        STARTED.append(proc)
+        started(proc)
     return procs
-
-
-def descendants(pid):
-    """The processes below `pid` (Linux's /proc)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = open(f"/proc/{entry}/stat").read()
-                parent = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def finish(procs):
@@ -169,7 +129,7 @@ def stop_with_sigterm(procs, out, tmp_path, steps):
             ["bash", "-c", mine], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         proc.log = log.name
-        STARTED.append(proc)
+        started(proc)
         resumed.append(proc)
     finish(resumed)
     assert [r["step"] for r in rows(out)][-1] == str(steps)
@@ -272,10 +232,7 @@ def test_two_processes_killed_and_resumed_end_as_uninterrupted(tmp_path):
         assert all(p.poll() is None for p in procs) and time.time() < deadline
         time.sleep(0.02)
     for p in procs:  # torchrun's workers too (they run in their own sessions)
-        for pid in [p.pid] + descendants(p.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        p.wait()
+        end_process_tree(p)
     assert int(rows(killed)[-1]["step"]) < 6
     finish(launch(killed, 6, 2, ["--resume"]))
     assert [r["step"] for r in rows(killed)][-1] == "6"
@@ -300,15 +257,13 @@ def test_torchrun_processes_sample_as_one(tmp_path):
     stage.save(tmp_path / "base.keras")
     argv = [str(tmp_path / "base.keras"), "--num_images", "5", "--num_steps", "3"]
     argv += ["--sampler", "ddpm", "--seed", "4", "--output_dir", str(tmp_path / "samples")]
-    proc = subprocess.run(
+    proc = run_to_end(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
         + [f"--master_port={free_port()}", "recipes/sample_cascade.py"]
         + argv,
+        600,
         cwd=ROOT,
         env=dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "process 0 of 2: images 0-2 of 5" in proc.stdout

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND
+from conftest import free_port
+from conftest import started
 from conftest import to_numpy
 
 import keras_cdm  # noqa: F401  (registers the stage classes for load_model)
@@ -46,7 +48,7 @@ def start_recipe(out, train_steps):
         stderr=subprocess.PIPE,
         text=True,
     )
-    return proc, argv
+    return started(proc), argv
 
 
 def wait_for(path, proc, timeout=300):
@@ -149,15 +151,17 @@ def test_signal_stops_every_torchrun_process_after_the_same_step(tmp_path):
     the next step's all-reduce: they agree, stop together, rank 0 writes."""
     out = tmp_path / "ddp"
     argv = FLAGS + ["--train_steps", "10000", "--output_dir", str(out)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-        + ["--master_port=29547", "recipes/train_base16.py"]
-        + argv,
-        cwd=ROOT,
-        env=dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = started(
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+            + [f"--master_port={free_port()}", "recipes/train_base16.py"]
+            + argv,
+            cwd=ROOT,
+            env=dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     )
     wait_for(out / "checkpoint.keras", proc)
     proc.send_signal(signal.SIGINT)  # torchrun passes it on to both workers
